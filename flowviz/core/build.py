@@ -1,0 +1,32 @@
+"""Turn a validated spec into objects: the flow (base + layers) and the target."""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+
+from flowviz.core.bases import make_base
+from flowviz.core.flow import Flow
+from flowviz.core.layers import make_layer
+from flowviz.core.spec import ExperimentSpec, TargetSpec
+from flowviz.core.targets import TARGETS, Points, Target
+
+# Layer initialisers draw from torch's global generator. Seeding it for a build must not interleave
+# with another session's build on another thread, so builds take turns.
+_BUILD_LOCK = threading.Lock()
+
+
+def build_flow(spec: ExperimentSpec) -> Flow:
+    """The untrained flow of `spec`, on the CPU; the same spec and seed give the same weights."""
+    with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        base = make_base(spec.base.name, spec.base.settings, spec.base.learnable)
+        layers = [make_layer(layer.type, layer.settings) for layer in spec.layers]
+    return Flow(base, layers, [layer.enabled for layer in spec.layers])
+
+
+def build_target(target: TargetSpec, seed: int = 0) -> Target:
+    if target.name == "points":
+        return Points(torch.tensor(target.points), seed=seed, **target.settings)
+    return TARGETS[target.name](**target.settings)

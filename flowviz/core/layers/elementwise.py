@@ -1,0 +1,36 @@
+"""Elementwise layers: a learnable leaky ReLU."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from flowviz.core.layers.base import Layer, LayerInfo, register
+from flowviz.core.settings import Setting
+
+
+@register(
+    LayerInfo(
+        name="leaky_relu",
+        title="Leaky ReLU",
+        description="Each coordinate below zero is multiplied by a learned slope a > 0: piecewise-linear, with a kink on the axes.",
+        reference="Dinh et al. (2019), A RAD approach to deep mixture models, arXiv:1903.07714",
+        settings=(Setting("slope", "float", 0.5, low=0.01, high=10.0, log_scale=True, doc="initial slope below zero"),),
+    )
+)
+class LeakyReLU(Layer):
+    def __init__(self, slope: float = 0.5):
+        super().__init__()
+        self.log_slope = nn.Parameter(torch.tensor(math.log(slope)))
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        negative = z < 0
+        x = torch.where(negative, z * self.log_slope.exp(), z)
+        return x, (negative * self.log_slope).sum(-1)
+
+    def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        negative = x < 0
+        z = torch.where(negative, x * (-self.log_slope).exp(), x)
+        return z, -(negative * self.log_slope).sum(-1)

@@ -1,0 +1,242 @@
+"""Residual layers x = z + g(z): planar, radial, Sylvester and i-ResNet.
+
+Each constrains g so the map stays invertible. Radial has a closed-form inverse (a quadratic in the
+radius); planar and Sylvester reduce to monotone scalar equations solved by bisection; i-ResNet
+inverts by fixed-point iteration, since its g is a contraction.
+"""
+
+from __future__ import annotations
+
+import math
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from flowviz.core.layers.base import IterativeInverse, Layer, LayerInfo, register
+from flowviz.core.limits import LIMITS
+from flowviz.core.settings import Setting
+
+
+def solve_tanh_equation(target: Tensor, c: Tensor, k: Tensor, d: Tensor, iterations: int = 64) -> Tensor:
+    """Solve v + c * tanh(k v + d) = target for v, elementwise, when c * k >= -1.
+
+    The left side is then non-decreasing in v, and since |tanh| <= 1 the root lies in
+    [target - |c|, target + |c|]; bisection in float64 pins it to rounding error.
+    """
+    t, c, k, d = (a.double() for a in torch.broadcast_tensors(target, c, k, d))
+    lo, hi = t - c.abs(), t + c.abs()
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        above = mid + c * torch.tanh(k * mid + d) > t
+        hi = torch.where(above, mid, hi)
+        lo = torch.where(above, lo, mid)
+    return (0.5 * (lo + hi)).to(target.dtype)
+
+
+@register(
+    LayerInfo(
+        name="planar",
+        title="Planar flow",
+        description="Pushes the plane along u, by an amount that varies across lines w·z + b = const: contracts or expands around one line.",
+        reference="Rezende & Mohamed (2015), Variational Inference with Normalizing Flows, arXiv:1505.05770",
+        iterative_inverse=True,
+    )
+)
+class Planar(IterativeInverse):
+    """x = z + û tanh(wᵀz + b), with û chosen so wᵀû > -1 (invertibility, Rezende & Mohamed A.1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.u = nn.Parameter(torch.randn(2) * 0.5)
+        self.w = nn.Parameter(torch.randn(2) * 0.5)
+        self.b = nn.Parameter(torch.zeros(()))
+
+    def u_hat(self) -> Tensor:
+        wu = self.w @ self.u
+        return self.u + (F.softplus(wu) - 1 - wu) * self.w / (self.w @ self.w)
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        u = self.u_hat()
+        h = torch.tanh(z @ self.w + self.b)
+        x = z + h[:, None] * u
+        return x, torch.log1p((1 - h**2) * (self.w @ u))
+
+    def _solve(self, x: Tensor) -> Tensor:
+        u = self.u_hat()
+        wu = self.w @ u
+        # With a = wᵀz + b:  a + (wᵀû) tanh(a) = wᵀx + b.
+        a = solve_tanh_equation(x @ self.w + self.b, wu, torch.ones_like(wu), torch.zeros_like(wu))
+        return x - torch.tanh(a)[:, None] * u
+
+
+@register(
+    LayerInfo(
+        name="radial",
+        title="Radial flow",
+        description="Pulls points towards (or pushes them away from) a learned centre, most strongly nearby.",
+        reference="Rezende & Mohamed (2015), Variational Inference with Normalizing Flows, arXiv:1505.05770",
+    )
+)
+class Radial(Layer):
+    """x = z + β (z - z0) / (α + r), r = |z - z0|, α > 0, β >= -α (invertibility)."""
+
+    def __init__(self):
+        super().__init__()
+        self.center = nn.Parameter(torch.randn(2))
+        self.alpha_raw = nn.Parameter(torch.randn(()))
+        self.beta_raw = nn.Parameter(torch.randn(()))
+
+    def alpha_beta(self) -> tuple[Tensor, Tensor]:
+        alpha = F.softplus(self.alpha_raw)
+        return alpha, -alpha + F.softplus(self.beta_raw)
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        alpha, beta = self.alpha_beta()
+        diff = z - self.center
+        r = diff.norm(dim=-1)
+        bh = beta / (alpha + r)
+        x = z + bh[:, None] * diff
+        ladj = torch.log1p(bh) + torch.log1p(beta * alpha / (alpha + r) ** 2)
+        return x, ladj
+
+    def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        alpha, beta = self.alpha_beta()
+        diff = x - self.center
+        rho = diff.norm(dim=-1)
+        # |x - z0| = r (1 + β / (α + r))  <=>  r² + (α + β - ρ) r - α ρ = 0; take the root r >= 0,
+        # in the form that avoids cancellation.
+        p = alpha + beta - rho
+        root = torch.sqrt(p**2 + 4 * alpha * rho)
+        r = torch.where(p >= 0, 2 * alpha * rho / (p + root).clamp_min(1e-30), (root - p) / 2)
+        bh = beta / (alpha + r)
+        z = self.center + diff / (1 + bh)[:, None]
+        ladj = torch.log1p(bh) + torch.log1p(beta * alpha / (alpha + r) ** 2)
+        return z, -ladj
+
+
+def _rotation(angle: Tensor) -> Tensor:
+    c, s = angle.cos(), angle.sin()
+    return torch.stack([torch.stack([c, -s]), torch.stack([s, c])])
+
+
+@register(
+    LayerInfo(
+        name="sylvester",
+        title="Sylvester flow",
+        description="A full-rank generalisation of planar: x = z + Q R tanh(R̃ Qᵀ z + b), Q a rotation, R and R̃ triangular.",
+        reference="van den Berg, Hasenclever, Tomczak & Welling (2018), Sylvester Normalizing Flows for Variational Inference, arXiv:1803.05649",
+        iterative_inverse=True,
+    )
+)
+class Sylvester(IterativeInverse):
+    """Orthogonal Sylvester flow in 2-D. Diagonals of R and R̃ pass through tanh, so
+    r_ii r̃_ii > -1 and ln|det J| = Σ ln(1 + tanh'(·)_i r_ii r̃_ii) is finite (paper, Sec. 3)."""
+
+    def __init__(self):
+        super().__init__()
+        self.angle = nn.Parameter(torch.rand(()) * 2 * math.pi)
+        self.r = nn.Parameter(torch.randn(3) * 0.5)  # r11, r12, r22 (before tanh on the diagonal)
+        self.r_tilde = nn.Parameter(torch.randn(3) * 0.5)
+        self.b = nn.Parameter(torch.zeros(2))
+
+    def _triangular(self) -> tuple[Tensor, Tensor]:
+        def upper(v: Tensor) -> Tensor:
+            zero = torch.zeros_like(v[0])
+            return torch.stack([torch.stack([v[0].tanh(), v[1]]), torch.stack([zero, v[2].tanh()])])
+
+        return upper(self.r), upper(self.r_tilde)
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        q = _rotation(self.angle)
+        r, rt = self._triangular()
+        pre = z @ q @ rt.T + self.b  # R̃ Qᵀ z + b, row-wise
+        h = torch.tanh(pre)
+        x = z + h @ r.T @ q.T
+        ladj = torch.log1p((1 - h**2) * (r.diagonal() * rt.diagonal())).sum(-1)
+        return x, ladj
+
+    def _solve(self, x: Tensor) -> Tensor:
+        q = _rotation(self.angle)
+        r, rt = self._triangular()
+        u = x @ q  # Qᵀ x = v + R tanh(R̃ v + b), v = Qᵀ z; triangular, so solve v2 then v1.
+        v2 = solve_tanh_equation(u[:, 1], r[1, 1], rt[1, 1], self.b[1])
+        known = r[0, 1] * torch.tanh(rt[1, 1] * v2 + self.b[1])
+        v1 = solve_tanh_equation(u[:, 0] - known, r[0, 0], rt[0, 0], rt[0, 1] * v2 + self.b[0])
+        return torch.stack([v1, v2], dim=1) @ q.T
+
+
+@register(
+    LayerInfo(
+        name="iresnet",
+        title="i-ResNet block",
+        description="x = z + g(z) with g a spectrally normalised MLP of Lipschitz constant < 1; "
+        "inverted by fixed-point iteration (finished by Newton steps); exact 2-D log-det from the Jacobian.",
+        reference="Behrmann, Grathwohl, Chen, Duvenaud & Jacobsen (2019), Invertible Residual Networks, arXiv:1811.00995",
+        settings=(
+            Setting("hidden", "int", 32, low=4, high=LIMITS.max_hidden_width, doc="units per hidden layer"),
+            Setting("depth", "int", 2, low=1, high=LIMITS.max_hidden_layers, doc="hidden layers"),
+            Setting("lipschitz", "float", 0.9, low=0.1, high=0.99, doc="bound on Lip(g); nearer 1 is more expressive and slower to invert"),
+        ),
+        iterative_inverse=True,
+    )
+)
+class IResNet(IterativeInverse):
+    tolerance = 1e-6
+    max_iterations = 200
+    newton_from = 1e-3
+    newton_steps = 8
+
+    def __init__(self, hidden: int = 32, depth: int = 2, lipschitz: float = 0.9):
+        super().__init__()
+        self.lipschitz = lipschitz
+        sizes = [2] + [hidden] * depth + [2]
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+
+    def _weights(self) -> list[Tensor]:
+        """Exact spectral normalisation: each W has spectral norm <= 1; g is scaled by `lipschitz`."""
+        out = []
+        for linear in self.linears:
+            sigma = torch.linalg.matrix_norm(linear.weight, ord=2)
+            out.append(linear.weight / torch.clamp(sigma, min=1.0))
+        return out
+
+    def _g(self, z: Tensor, jacobian: bool) -> tuple[Tensor, Tensor | None]:
+        """g(z) and, when asked, its per-point Jacobian (N, 2, 2) by forward-mode chain rule."""
+        h = z
+        jac = torch.eye(2, dtype=z.dtype, device=z.device).expand(z.shape[0], 2, 2) if jacobian else None
+        last = len(self.linears) - 1
+        for i, (linear, w) in enumerate(zip(self.linears, self._weights())):
+            h = F.linear(h, w, linear.bias)
+            if jacobian:
+                jac = torch.einsum("ij,njk->nik", w, jac)
+            if i < last:
+                if jacobian:
+                    jac = torch.where(h > 0, 1.0, h.exp())[:, :, None] * jac  # ELU'
+                h = F.elu(h)
+        return self.lipschitz * h, (self.lipschitz * jac if jacobian else None)
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        g, jac_g = self._g(z, jacobian=True)
+        m = jac_g + torch.eye(2, dtype=z.dtype, device=z.device)
+        det = m[:, 0, 0] * m[:, 1, 1] - m[:, 0, 1] * m[:, 1, 0]
+        return z + g, det.abs().log()
+
+    def _solve(self, x: Tensor) -> Tensor:
+        # Banach iteration z <- x - g(z) converges at rate Lip(g); near the root a few Newton
+        # steps finish the job, which matters when Lip(g) is close to 1.
+        z = x.clone()
+        for _ in range(self.max_iterations):
+            previous, z = z, x - self._g(z, jacobian=False)[0]
+            if (z - previous).abs().max() < self.newton_from:
+                break
+        for _ in range(self.newton_steps):
+            residual = z + self._g(z, jacobian=False)[0] - x
+            if residual.abs().max() < (1e-12 if z.dtype == torch.float64 else self.tolerance):
+                break
+            z = z - torch.linalg.solve(self._jacobian(z), residual.unsqueeze(-1)).squeeze(-1)
+        return z
+
+    def _jacobian(self, z: Tensor) -> Tensor:
+        with torch.no_grad():
+            _, jac_g = self._g(z, jacobian=True)
+        return jac_g + torch.eye(2, dtype=z.dtype, device=z.device)

@@ -1,0 +1,260 @@
+"""The experiment spec: one typed, validated description of an experiment.
+
+Presets, links, the UI and the CLI all read and write this one structure. `ExperimentSpec.from_dict`
+accepts only what it can vouch for: unknown names, wrong types and out-of-range numbers raise a
+`SpecError` that names the field (`layers[2].settings.bins`) and the allowed values. The spec holds
+no device: where it runs is the caller's choice.
+
+Example:
+    >>> spec = ExperimentSpec.from_dict({"target": {"name": "moons"}, "layers": [{"type": "affine_coupling"}]})
+    >>> spec.layers[0].settings["hidden"]
+    64
+    >>> ExperimentSpec.from_json(spec.to_json()) == spec
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowviz.core.bases import BASES
+from flowviz.core.layers import LAYERS
+from flowviz.core.limits import LIMITS
+from flowviz.core.settings import Setting, SpecError, validate_settings
+from flowviz.core.targets import TARGETS
+
+SPEC_VERSION = 1
+MAX_SPEC_BYTES = 8 * 1024 * 1024
+
+TRAINING_SETTINGS = (
+    Setting("objective", "choice", "forward_kl", choices=("forward_kl", "reverse_kl"),
+            doc="forward KL: maximum likelihood on target samples; reverse KL: fit q to the target density"),
+    Setting("learning_rate", "float", 1e-3, low=1e-6, high=10.0, log_scale=True, doc="Adam step size"),
+    Setting("batch_size", "int", 512, low=1, high=LIMITS.max_batch_size, doc="points per step"),
+    Setting("steps", "int", 2000, low=1, high=LIMITS.max_steps, doc="steps a headless run takes"),
+    Setting("grad_clip", "float", 0.0, low=0.0, high=1e6, doc="clip the gradient norm to this (0: off)"),
+    Setting("eval_every", "int", 100, low=1, high=LIMITS.max_steps, doc="steps between held-out evaluations"),
+    Setting("test_size", "int", 4096, low=16, high=LIMITS.max_test_size, doc="held-out points (or q samples) per evaluation"),
+)
+
+VIEW_SETTINGS = (
+    Setting("xmin", "float", -4.0, low=-1e3, high=1e3, doc="left edge of the view"),
+    Setting("xmax", "float", 4.0, low=-1e3, high=1e3, doc="right edge of the view"),
+    Setting("ymin", "float", -4.0, low=-1e3, high=1e3, doc="bottom edge of the view"),
+    Setting("ymax", "float", 4.0, low=-1e3, high=1e3, doc="top edge of the view"),
+    Setting("resolution", "int", 128, low=8, high=LIMITS.max_resolution, doc="grid points per side"),
+)
+
+SEED = Setting("seed", "int", 0, low=0, high=2**31 - 1, doc="seeds initialisation, data and sampling")
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    name: str = "standard_normal"
+    learnable: bool = False
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    type: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str = "8gaussians"
+    settings: dict[str, Any] = field(default_factory=dict)
+    points: tuple[tuple[float, float], ...] | None = None  # only for the "points" target
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    title: str = "Untitled experiment"
+    description: str = ""
+    seed: int = 0
+    base: BaseSpec = field(default_factory=BaseSpec)
+    layers: tuple[LayerSpec, ...] = ()
+    target: TargetSpec = field(default_factory=TargetSpec)
+    training: dict[str, Any] = field(default_factory=lambda: validate_settings(TRAINING_SETTINGS, {}, "training"))
+    view: dict[str, Any] = field(default_factory=lambda: validate_settings(VIEW_SETTINGS, {}, "view"))
+    version: int = SPEC_VERSION
+
+    # -- reading ---------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Any) -> ExperimentSpec:
+        _expect_object(data, "spec")
+        _reject_unknown(data, {f for f in cls.__dataclass_fields__}, "spec")
+        version = data.get("version", SPEC_VERSION)
+        if version != SPEC_VERSION:
+            raise SpecError("version", f"{version!r} is not supported; expected {SPEC_VERSION}")
+        spec = cls(
+            title=_text(data.get("title", "Untitled experiment"), "title", 200),
+            description=_text(data.get("description", ""), "description", 5000),
+            seed=SEED.validate(data.get("seed", 0), "seed"),
+            base=_base(data.get("base", {})),
+            layers=_layers(data.get("layers", [])),
+            target=_target(data.get("target", {})),
+            training=validate_settings(TRAINING_SETTINGS, data.get("training"), "training"),
+            view=_view(data.get("view")),
+        )
+        _check_combination(spec)
+        return spec
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ExperimentSpec:
+        if len(text) > MAX_SPEC_BYTES:
+            raise SpecError("spec", f"the file is {len(text)} bytes; at most {MAX_SPEC_BYTES} are accepted")
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
+            raise SpecError("spec", f"not valid JSON ({error}); a preset is one JSON object") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ExperimentSpec:
+        path = Path(path)
+        try:
+            raw = path.read_bytes()
+        except OSError as error:
+            raise SpecError("spec", f"cannot read {path}: {error.strerror}") from None
+        return cls.from_json(raw)
+
+    # -- writing ---------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.target.points is None:
+            del data["target"]["points"]
+        else:
+            data["target"]["points"] = [list(p) for p in self.target.points]
+        return data
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+
+    def replace(self, **changes: Any) -> ExperimentSpec:
+        """A validated copy with top-level fields changed (dicts merge into training and view)."""
+        data = self.to_dict()
+        for key, value in changes.items():
+            if key in ("training", "view") and isinstance(value, Mapping):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        return ExperimentSpec.from_dict(data)
+
+
+def _expect_object(value: Any, field_name: str) -> None:
+    if not isinstance(value, Mapping):
+        raise SpecError(field_name, f"expected an object, got {type(value).__name__}")
+
+
+def _reject_unknown(data: Mapping, allowed: set[str], field_name: str) -> None:
+    for key in data:
+        if key not in allowed:
+            raise SpecError(f"{field_name}.{key}" if field_name != "spec" else str(key),
+                            f"unknown field; allowed: {', '.join(sorted(allowed))}")
+
+
+def _text(value: Any, field_name: str, limit: int) -> str:
+    if not isinstance(value, str):
+        raise SpecError(field_name, f"expected text, got {value!r}")
+    if len(value) > limit:
+        raise SpecError(field_name, f"is {len(value)} characters long; at most {limit} are allowed")
+    return value
+
+
+def _name(value: Any, registry: Mapping, field_name: str) -> str:
+    if value not in registry:
+        raise SpecError(field_name, f"{value!r} is not known; expected one of {', '.join(registry)}")
+    return value
+
+
+def _base(data: Any) -> BaseSpec:
+    _expect_object(data, "base")
+    _reject_unknown(data, {"name", "learnable", "settings"}, "base")
+    name = _name(data.get("name", "standard_normal"), BASES, "base.name")
+    learnable = data.get("learnable", False)
+    if not isinstance(learnable, bool):
+        raise SpecError("base.learnable", f"expected true or false, got {learnable!r}")
+    settings = validate_settings(BASES[name].info.settings, data.get("settings"), "base.settings")
+    return BaseSpec(name, learnable, settings)
+
+
+def _layers(data: Any) -> tuple[LayerSpec, ...]:
+    if not isinstance(data, list):
+        raise SpecError("layers", f"expected a list of layers, got {type(data).__name__}")
+    if len(data) > LIMITS.max_layers:
+        raise SpecError("layers", f"{len(data)} layers; at most {LIMITS.max_layers} are allowed")
+    out = []
+    for i, item in enumerate(data):
+        where = f"layers[{i}]"
+        _expect_object(item, where)
+        _reject_unknown(item, {"type", "settings", "enabled"}, where)
+        kind = _name(item.get("type"), LAYERS, f"{where}.type")
+        enabled = item.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise SpecError(f"{where}.enabled", f"expected true or false, got {enabled!r}")
+        out.append(LayerSpec(kind, validate_settings(LAYERS[kind].info.settings, item.get("settings"), f"{where}.settings"), enabled))
+    return tuple(out)
+
+
+def _target(data: Any) -> TargetSpec:
+    _expect_object(data, "target")
+    _reject_unknown(data, {"name", "settings", "points"}, "target")
+    name = _name(data.get("name", "8gaussians"), TARGETS, "target.name")
+    settings = validate_settings(TARGETS[name].info.settings, data.get("settings"), "target.settings")
+    points = data.get("points")
+    if name != "points":
+        if points is not None:
+            raise SpecError("target.points", f"only the 'points' target takes points, not {name!r}")
+        return TargetSpec(name, settings)
+    return TargetSpec(name, settings, _points(points))
+
+
+def _points(points: Any) -> tuple[tuple[float, float], ...]:
+    if not isinstance(points, list):
+        raise SpecError("target.points", "expected a list of [x, y] pairs")
+    if not 2 <= len(points) <= LIMITS.max_points:
+        raise SpecError("target.points", f"{len(points)} points; expected 2 to {LIMITS.max_points}")
+    out = []
+    for i, pair in enumerate(points):
+        if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pair)):
+            raise SpecError(f"target.points[{i}]", f"expected a pair of finite numbers [x, y], got {pair!r}")
+        out.append((float(pair[0]), float(pair[1])))
+    return tuple(out)
+
+
+def _view(data: Any) -> dict[str, Any]:
+    view = validate_settings(VIEW_SETTINGS, data, "view")
+    for low, high in (("xmin", "xmax"), ("ymin", "ymax")):
+        if view[low] >= view[high]:
+            raise SpecError(f"view.{high}", f"must be greater than view.{low} ({view[low]:g})")
+    return view
+
+
+def _check_combination(spec: ExperimentSpec) -> None:
+    target = TARGETS[spec.target.name].info
+    if spec.training["objective"] == "reverse_kl":
+        if not target.smooth_density:
+            raise SpecError(
+                "training.objective",
+                f"reverse KL needs a target density that is finite everywhere; {spec.target.name!r} has none. "
+                f"Use forward_kl, or one of: {', '.join(n for n, t in TARGETS.items() if t.info.smooth_density)}",
+            )
+        base = BASES[spec.base.name].info
+        if spec.base.learnable and not base.reparameterized:
+            raise SpecError(
+                "base.learnable",
+                f"a learnable {base.title} base cannot be trained by reverse KL (its samples carry no gradient); "
+                "set learnable to false or use forward_kl",
+            )

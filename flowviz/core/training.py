@@ -1,0 +1,208 @@
+"""Training: forward KL (maximum likelihood on target samples) and reverse KL (variational
+inference against the target's energy), with Adam, clipping, and a guard against divergence.
+
+    forward KL:  loss = -E_p[ln q_K(x)]                  (= KL(p‖q) + H(p))
+    reverse KL:  loss =  E_q[ln q_K(x) + U(x)]           (= KL(q‖p) - ln Z)
+
+A step whose loss, gradients or updated parameters are not finite is rejected: the parameters and
+buffers from before the step come back, and `TrainingDiverged` names the first layer that went
+wrong. The UI calls `Trainer.step` in a loop; the CLI calls `Trainer.run`.
+
+Example:
+    >>> trainer = Trainer(ExperimentSpec.from_dict({"layers": [{"type": "spline_coupling"}]}))
+    >>> trainer.run(200)["kl"] < 1.0
+    True
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from flowviz.core.build import build_flow, build_target
+from flowviz.core.devices import resolve_device
+from flowviz.core.flow import Flow
+from flowviz.core.spec import ExperimentSpec
+
+
+class TrainingDiverged(RuntimeError):
+    """A step produced non-finite values; the model was restored to its last finite state."""
+
+    def __init__(self, step: int, layer_position: int | None, layer_title: str, stage: str, learning_rate: float):
+        self.step, self.layer_position, self.layer_title, self.stage = step, layer_position, layer_title, stage
+        where = "the base distribution" if layer_position is None else f"layer {layer_position + 1} ({layer_title})"
+        super().__init__(
+            f"Training stopped at step {step}: {where} produced non-finite values ({stage}). "
+            f"The step was rejected and the last finite parameters were restored. "
+            f"Try a smaller learning rate (now {learning_rate:g}) or turn on gradient clipping."
+        )
+
+
+@dataclass
+class Evaluation:
+    step: int
+    test_nll: float
+    kl: float | None  # KL(p‖q) for forward-KL training, KL(q‖p) for reverse; None if p is unknown
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+class Trainer:
+    """Owns one experiment's model, optimiser and random streams. Not shared across sessions."""
+
+    def __init__(self, spec: ExperimentSpec, device: str = "cpu", flow: Flow | None = None):
+        self.spec = spec
+        self.device = resolve_device(device)
+        self.flow = (flow if flow is not None else build_flow(spec)).to(self.device)
+        self.target = build_target(spec.target, spec.seed)
+        self.settings = spec.training
+        self.objective: str = self.settings["objective"]
+        self.generator = torch.Generator().manual_seed(spec.seed)
+        self.test_points = self.target.held_out(self.settings["test_size"], spec.seed).to(self.device)
+        self.optimizer = torch.optim.Adam(self.flow.parameters(), lr=self.settings["learning_rate"])
+        self.step_count = 0
+        self.losses: list[float] = []
+        self.evaluations: list[Evaluation] = []
+        self._state = [t for t in self.flow.state_dict(keep_vars=True).values()]
+        self._saved = [t.detach().clone() for t in self._state]
+        self._last_input: Tensor | None = None
+        self._initialize()
+
+    # -- one step ----------------------------------------------------------------------------------
+    def _initialize(self) -> None:
+        """Run one batch through the model in training mode so data-dependent layers (ActNorm) set
+        themselves from data before the first gradient step."""
+        self.flow.train()
+        with torch.no_grad():
+            self._loss()
+
+    def _loss(self) -> Tensor:
+        n = self.settings["batch_size"]
+        if self.objective == "forward_kl":
+            x = self.target.sample(n, self.generator).to(self.device)
+            self._last_input = x
+            return -self.flow.log_prob(x).mean()
+        z = self.flow.base.sample(n, self.generator)
+        self._last_input = z
+        x, ladj = self.flow(z)
+        return (self.flow.base.log_prob(z) - ladj + self.target.energy(x)).mean()
+
+    def step(self) -> float:
+        """One optimiser step; returns the loss. Raises TrainingDiverged (model restored)."""
+        self.flow.train()
+        torch._foreach_copy_(self._saved, [t.detach() for t in self._state])
+        loss = self._loss()
+        if not torch.isfinite(loss):
+            raise self._reject("non-finite loss")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = self.settings["grad_clip"]
+        norm = torch.nn.utils.clip_grad_norm_(self.flow.parameters(), clip if clip > 0 else math.inf)
+        if not torch.isfinite(norm):
+            raise self._reject("non-finite gradient")
+        self.optimizer.step()
+        if not all(torch.isfinite(p).all() for p in self.flow.parameters()):
+            self.optimizer.state.clear()  # its moments were updated from the bad step too
+            raise self._reject("non-finite parameters after the update")
+        self.step_count += 1
+        value = loss.item()
+        self.losses.append(value)
+        return value
+
+    def _reject(self, stage: str) -> TrainingDiverged:
+        culprit = self._first_nonfinite_layer(stage)
+        with torch.no_grad():
+            torch._foreach_copy_([t.detach() for t in self._state], self._saved)
+        self.optimizer.zero_grad(set_to_none=True)
+        if culprit is None:
+            position, title = None, "base"
+        else:
+            position, title = culprit, self.flow.layers[culprit].info.title
+        return TrainingDiverged(self.step_count + 1, position, title, stage, self.settings["learning_rate"])
+
+    def _first_nonfinite_layer(self, stage: str) -> int | None:
+        """Walk the failed batch through the layers in the direction training used."""
+        active = self.flow.active()
+        if stage.startswith("non-finite parameters"):
+            for position, layer in active:
+                if not all(torch.isfinite(p).all() for p in layer.parameters()):
+                    return position
+        if stage == "non-finite gradient":
+            order = reversed(active) if self.objective == "forward_kl" else active
+            for position, layer in order:
+                if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in layer.parameters()):
+                    return position
+        points = self._last_input
+        with torch.no_grad():
+            if self.objective == "forward_kl":
+                for position, layer in reversed(active):
+                    points, ladj = layer.inverse(points)
+                    if not (torch.isfinite(points).all() and torch.isfinite(ladj).all()):
+                        return position
+            else:
+                for position, layer in active:
+                    points, ladj = layer(points)
+                    if not (torch.isfinite(points).all() and torch.isfinite(ladj).all()):
+                        return position
+        return None if active else None
+
+    # -- evaluation ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> Evaluation:
+        """Held-out NLL (nats) and, where the target density is known, the true KL (nats)."""
+        self.flow.eval()
+        try:
+            log_q = self.flow.log_prob(self.test_points)
+            test_nll = float(-log_q.mean())
+            kl = None
+            if self.target.info.exact_density:
+                if self.objective == "forward_kl":
+                    kl = float((self.target.log_prob(self.test_points) - log_q).mean())
+                else:
+                    generator = torch.Generator().manual_seed(self.spec.seed + 104_729)
+                    x, log_qx = self.flow.sample_and_log_prob(self.settings["test_size"], generator)
+                    kl = float((log_qx + self.target.energy(x)).mean()) + self.target.log_z
+        finally:
+            self.flow.train()
+        evaluation = Evaluation(self.step_count, test_nll, kl)
+        self.evaluations.append(evaluation)
+        return evaluation
+
+    # -- headless runs ------------------------------------------------------------------------------
+    def run(self, steps: int | None = None, progress: Callable[[int, float, Evaluation | None], None] | None = None) -> dict[str, Any]:
+        """Train `steps` steps (default: the spec's), evaluating every `eval_every` and at the end.
+        Returns the final metrics; `seconds` counts training steps only, not evaluations."""
+        steps = self.settings["steps"] if steps is None else steps
+        every = self.settings["eval_every"]
+        seconds = 0.0
+        evaluation = None
+        for i in range(steps):
+            start = time.perf_counter()
+            loss = self.step()
+            seconds += time.perf_counter() - start
+            evaluation = self.evaluate() if (i + 1) % every == 0 or i + 1 == steps else None
+            if progress is not None:
+                progress(self.step_count, loss, evaluation)
+        if evaluation is None:
+            evaluation = self.evaluate()
+        recent = self.losses[-50:]
+        loss = sum(recent) / len(recent) if recent else math.nan
+        return {
+            "steps": self.step_count,
+            "seconds": round(seconds, 4),
+            "steps_per_s": round(steps / seconds, 2) if seconds > 0 else None,
+            "objective": self.objective,
+            "loss": _finite(loss),
+            "train_nll": _finite(loss) if self.objective == "forward_kl" else None,
+            "test_nll": _finite(evaluation.test_nll),
+            "kl": None if evaluation.kl is None else _finite(evaluation.kl),
+            "kl_direction": None if evaluation.kl is None else ("p||q" if self.objective == "forward_kl" else "q||p"),
+        }
