@@ -38,6 +38,8 @@ TRAINING_SETTINGS = (
     Setting("batch_size", "int", 512, low=1, high=LIMITS.max_batch_size, doc="points per step"),
     Setting("steps", "int", 2000, low=1, high=LIMITS.max_steps, doc="steps a headless run takes"),
     Setting("grad_clip", "float", 0.0, low=0.0, high=1e6, doc="clip the gradient norm to this (0: off)"),
+    Setting("anneal_steps", "int", 0, low=0, high=LIMITS.max_steps,
+            doc="reverse KL: raise the energy's weight from 0.01 to 1 over this many steps (0: off)"),
     Setting("eval_every", "int", 100, low=1, high=LIMITS.max_steps, doc="steps between held-out evaluations"),
     Setting("test_size", "int", 4096, low=16, high=LIMITS.max_test_size, doc="held-out points (or q samples) per evaluation"),
 )
@@ -129,6 +131,7 @@ class ExperimentSpec:
     # -- writing ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["layers"] = list(data["layers"])
         if self.target.points is None:
             del data["target"]["points"]
         else:

@@ -93,7 +93,13 @@ class Trainer:
         z = self.flow.base.sample(n, self.generator)
         self._last_input = z
         x, ladj = self.flow(z)
-        return (self.flow.base.log_prob(z) - ladj + self.target.energy(x)).mean()
+        return (self.flow.base.log_prob(z) - ladj + self.inverse_temperature() * self.target.energy(x)).mean()
+
+    def inverse_temperature(self) -> float:
+        """β in E_q[ln q + β U], raised linearly from 0.01 to 1 over `anneal_steps` (Rezende &
+        Mohamed 2015, Sec. 6.1): early on q stays broad, so reverse KL does not lock onto one mode."""
+        anneal = self.settings["anneal_steps"]
+        return 1.0 if anneal == 0 else min(1.0, 0.01 + self.step_count / anneal)
 
     def step(self) -> float:
         """One optimiser step; returns the loss. Raises TrainingDiverged (model restored)."""
