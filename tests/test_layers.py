@@ -1,0 +1,165 @@
+"""Every registered layer, over random settings, parameters and points across the plane."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flowviz.core.layers import LAYERS, IterativeInverse, make_layer
+from flowviz.core.layers.residual import solve_tanh_equation
+from tests.helpers import jacobians, plane_points, random_layer
+
+NAMES = sorted(LAYERS)
+seeds = st.integers(0, 2**31 - 1)
+scales = st.sampled_from([0.3, 3.0, 10.0, 40.0])
+
+
+@pytest.mark.parametrize("name", NAMES)
+@given(seed=seeds, scale=scales)
+def test_inverse_undoes_forward_and_log_dets_cancel(name, seed, scale):
+    layer = random_layer(name, seed)
+    z = plane_points(seed, scale=scale)
+    with torch.no_grad():
+        x, ladj_forward = layer(z)
+        z_back, ladj_inverse = layer.inverse(x)
+        x_again, _ = layer(layer.inverse(z)[0])
+    torch.testing.assert_close(z_back, z, atol=1e-7, rtol=1e-7)
+    torch.testing.assert_close(x_again, z, atol=1e-7, rtol=1e-7)
+    torch.testing.assert_close(ladj_forward + ladj_inverse, torch.zeros_like(ladj_forward), atol=1e-7, rtol=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@given(seed=seeds, scale=scales)
+def test_log_dets_equal_autograd_jacobian(name, seed, scale):
+    layer = random_layer(name, seed)
+    z = plane_points(seed, scale=scale)
+    for direction in (layer.forward, layer.inverse):
+        expected = torch.linalg.slogdet(jacobians(direction, z)).logabsdet
+        torch.testing.assert_close(direction(z)[1], expected, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@given(seed=seeds)
+def test_every_parameter_gets_a_gradient_in_both_directions(name, seed):
+    layer = random_layer(name, seed)
+    if not list(layer.parameters()):
+        return  # e.g. swap: nothing to learn
+    z = plane_points(seed)
+    for direction in (layer.forward, layer.inverse):
+        layer.zero_grad()
+        out, ladj = direction(z)
+        # Neither rotation- nor translation-invariant, so every parameter matters.
+        weights = torch.tensor([0.3, -0.7], dtype=out.dtype)
+        ((out * weights).sum() + 0.1 * (out**2 * weights.abs()).sum() + ladj.sum()).backward()
+        for pname, p in layer.named_parameters():
+            assert p.grad is not None, f"{name}.{pname} has no gradient"
+            assert torch.isfinite(p.grad).all(), f"{name}.{pname} has a non-finite gradient"
+            assert p.grad.abs().sum() > 0, f"{name}.{pname} has a zero gradient"
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if LAYERS[n].info.iterative_inverse])
+def test_numerical_inverse_gradient_matches_finite_differences(name):
+    """The single Newton step gives the exact implicit gradient of the numerical inverse."""
+    layer = random_layer(name, 7)
+    x = plane_points(7, n=6)
+    names = [n for n, _ in layer.named_parameters()]
+
+    def inverse_with(*values):
+        return torch.func.functional_call(_Inverse(layer), {f"layer.{n}": v for n, v in zip(names, values)}, (x,))
+
+    values = tuple(p.detach().clone().requires_grad_(True) for p in layer.parameters())
+    assert torch.autograd.gradcheck(inverse_with, values, atol=1e-5, rtol=1e-4)
+
+
+class _Inverse(torch.nn.Module):
+    """Exposes a layer's inverse as forward, for torch.func.functional_call."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):
+        return self.layer.inverse(x)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_registry_entry_is_complete(name):
+    cls = LAYERS[name]
+    info = cls.info
+    assert info.name == name and info.title and info.description and info.reference
+    assert info.iterative_inverse == issubclass(cls, IterativeInverse)
+    assert info.cheap_direction in ("both", "forward", "inverse")
+    make_layer(name, {s.name: s.default for s in info.settings})  # the declared defaults build
+
+
+def test_autoregressive_layers_declare_their_cheap_direction():
+    assert LAYERS["maf"].info.cheap_direction == "inverse"
+    assert LAYERS["iaf"].info.cheap_direction == "forward"
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if LAYERS[n].info.iterative_inverse])
+@given(seed=seeds, scale=scales)
+def test_numerical_inverse_is_accurate_in_float32(name, seed, scale):
+    layer = random_layer(name, seed, dtype=torch.float32, noise=1.0)
+    z = plane_points(seed, scale=scale, dtype=torch.float32)
+    with torch.no_grad():
+        back = layer.inverse(layer(z)[0])[0]
+    assert ((back - z).abs() / z.abs().clamp_min(1)).max() < 1e-5
+
+
+def test_iresnet_inverts_near_the_lipschitz_limit():
+    torch.manual_seed(0)
+    layer = make_layer("iresnet", {"lipschitz": 0.99, "hidden": 32, "depth": 2}).eval()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.mul_(5)  # push every weight to its spectral-norm bound
+        z = torch.randn(512, 2) * 3
+        back = layer.inverse(layer(z)[0])[0]
+    assert (back - z).abs().max() < 1e-5
+
+
+@given(seed=seeds)
+def test_iresnet_residual_is_a_contraction(seed):
+    layer = random_layer("iresnet", seed, noise=3.0)
+    z = plane_points(seed)
+    jac_g = jacobians(layer.forward, z) - torch.eye(2, dtype=z.dtype)
+    assert torch.linalg.matrix_norm(jac_g, ord=2).max() < layer.lipschitz + 1e-9
+
+
+def test_tanh_equation_solver_handles_the_invertibility_edge():
+    t = torch.linspace(-5, 5, 101, dtype=torch.float64)
+    c, k = torch.tensor(-1.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)  # c k = -1: flat at 0
+    v = solve_tanh_equation(t, c, k, torch.tensor(0.0, dtype=torch.float64))
+    torch.testing.assert_close(v + c * torch.tanh(k * v), t, atol=1e-9, rtol=0)
+
+
+def test_spline_with_zero_parameters_is_the_identity():
+    layer = make_layer("spline_coupling", {"bins": 5, "bound": 3.0})
+    z = torch.randn(100, 2) * 3
+    x, ladj = layer(z)
+    torch.testing.assert_close(x, z)
+    torch.testing.assert_close(ladj, torch.zeros(100), atol=1e-6, rtol=0)
+
+
+def test_actnorm_standardises_its_first_training_batch():
+    layer = make_layer("actnorm").train()
+    x = torch.randn(1000, 2) * torch.tensor([3.0, 0.5]) + torch.tensor([1.0, -2.0])
+    z, _ = layer.inverse(x)
+    torch.testing.assert_close(z.mean(0), torch.zeros(2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.ones(2), atol=1e-4, rtol=0)
+    before = layer.shift.detach().clone()
+    layer.inverse(x * 5)  # initialised once only
+    torch.testing.assert_close(layer.shift, before)
+
+
+def test_batchnorm_tracks_running_statistics_and_uses_them_in_eval():
+    layer = make_layer("batchnorm", {"momentum": 1.0}).train()
+    x = torch.randn(4000, 2) * 2 + 3
+    z_train, ladj_train = layer.inverse(x)
+    torch.testing.assert_close(z_train.mean(0), torch.zeros(2), atol=1e-5, rtol=0)
+    layer.eval()
+    z_eval, ladj_eval = layer.inverse(x)  # running stats == this batch's, with momentum 1
+    torch.testing.assert_close(z_eval, z_train, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ladj_eval, ladj_train, atol=1e-5, rtol=0)
