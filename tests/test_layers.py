@@ -163,3 +163,16 @@ def test_batchnorm_tracks_running_statistics_and_uses_them_in_eval():
     z_eval, ladj_eval = layer.inverse(x)  # running stats == this batch's, with momentum 1
     torch.testing.assert_close(z_eval, z_train, atol=1e-5, rtol=0)
     torch.testing.assert_close(ladj_eval, ladj_train, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "batchnorm"])
+def test_train_and_eval_modes_agree(name):
+    """Only BatchNorm uses batch statistics; every other layer is the same map in both modes."""
+    layer = random_layer(name, 3)
+    z = plane_points(3)
+    with torch.no_grad():
+        eval_out = [t.clone() for t in (*layer(z), *layer.inverse(z))]
+        layer.train()
+        train_out = [*layer(z), *layer.inverse(z)]
+    for a, b in zip(eval_out, train_out):
+        torch.testing.assert_close(a, b)

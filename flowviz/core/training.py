@@ -158,7 +158,7 @@ class Trainer:
                     points, ladj = layer(points)
                     if not (torch.isfinite(points).all() and torch.isfinite(ladj).all()):
                         return position
-        return None if active else None
+        return None  # every layer was finite: the base density was not (a point outside its support)
 
     # -- evaluation ---------------------------------------------------------------------------------
     @torch.no_grad()
