@@ -45,6 +45,8 @@ def test_forward_kl_is_the_true_kl():
     exact = float((p_log.exp() * (p_log - q_log)).sum() * h * h)
     evaluation = trainer.evaluate()
     assert evaluation.kl == pytest.approx(exact, abs=0.05)
+    trainer.step()  # nothing to learn: the step only measures the loss
+    assert trainer.step_count == 1 and trainer.losses[0] == pytest.approx(exact + trainer.target.info.entropy, abs=0.3)
 
 
 def test_reverse_kl_is_the_true_kl_including_log_z():
@@ -53,7 +55,11 @@ def test_reverse_kl_is_the_true_kl_including_log_z():
     q_log = -0.5 * (points**2).sum(-1) - math.log(2 * math.pi)
     p_log = trainer.target.log_prob(points.float()).double()
     exact = float((q_log.exp() * (q_log - p_log)).sum() * h * h)
-    assert trainer.evaluate().kl == pytest.approx(exact, abs=0.05)
+    # U2 varies a lot under q: allow four Monte Carlo standard errors of the 16384-sample estimate.
+    with torch.no_grad():
+        x, log_qx = trainer.flow.sample_and_log_prob(16_384, torch.Generator().manual_seed(1))
+        spread = float((log_qx + trainer.target.energy(x)).std()) / math.sqrt(16_384)
+    assert trainer.evaluate().kl == pytest.approx(exact, abs=4 * spread)
 
 
 def test_training_is_reproducible_from_the_seed():

@@ -1,6 +1,7 @@
 """Base distributions q_0 on the plane, with optionally learnable parameters.
 
-Log-densities come from `torch.distributions`. Sampling takes an explicit `torch.Generator` (so a
+Log-densities come from `torch.distributions`, with argument validation off: a non-finite point
+must give a non-finite density (which training then reports), not an exception. Sampling takes an explicit `torch.Generator` (so a
 seed reproduces the same points, and concurrent sessions never share a random stream) and is
 reparameterised wherever the family allows, so reverse-KL training reaches learnable parameters.
 
@@ -74,7 +75,7 @@ class LocationScale(Base):
         raise NotImplementedError
 
     def distribution(self) -> D.Distribution:
-        return D.Independent(self.family(self.loc, self.log_scale.exp()), 1)
+        return D.Independent(self.family(self.loc, self.log_scale.exp()), 1, validate_args=False)
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         noise = self.standard_noise(n, generator).to(self.loc.device)
@@ -101,7 +102,7 @@ def register(info: BaseInfo) -> Callable[[type[Base]], type[Base]]:
 @register(BaseInfo("standard_normal", "Standard normal", "N(0, I): the usual base; learnable turns it into a diagonal Gaussian."))
 class StandardNormal(LocationScale):
     def family(self, loc: Tensor, scale: Tensor) -> D.Distribution:
-        return D.Normal(loc, scale)
+        return D.Normal(loc, scale, validate_args=False)
 
     def standard_noise(self, n: int, generator: torch.Generator) -> Tensor:
         return torch.randn(n, 2, generator=generator)
@@ -141,7 +142,7 @@ class StudentT(LocationScale):
         self.df = df
 
     def family(self, loc: Tensor, scale: Tensor) -> D.Distribution:
-        return D.StudentT(self.df, loc, scale)
+        return D.StudentT(self.df, loc, scale, validate_args=False)
 
     def standard_noise(self, n: int, generator: torch.Generator) -> Tensor:
         # t = N / sqrt(V / df), V ~ chi²(df) = 2 Gamma(df / 2).
@@ -178,7 +179,7 @@ class Laplace(LocationScale):
         super().__init__(learnable, scale=scale)
 
     def family(self, loc: Tensor, scale: Tensor) -> D.Distribution:
-        return D.Laplace(loc, scale)
+        return D.Laplace(loc, scale, validate_args=False)
 
     def standard_noise(self, n: int, generator: torch.Generator) -> Tensor:
         u = _uniform(n, generator) - 0.5
@@ -192,8 +193,9 @@ class Logistic(LocationScale):
         super().__init__(learnable, scale=scale)
 
     def family(self, loc: Tensor, scale: Tensor) -> D.Distribution:
-        standard = D.TransformedDistribution(D.Uniform(torch.zeros_like(loc), torch.ones_like(loc)), [D.SigmoidTransform().inv])
-        return D.TransformedDistribution(standard, [D.AffineTransform(loc, scale)])
+        uniform = D.Uniform(torch.zeros_like(loc), torch.ones_like(loc), validate_args=False)
+        standard = D.TransformedDistribution(uniform, [D.SigmoidTransform().inv], validate_args=False)
+        return D.TransformedDistribution(standard, [D.AffineTransform(loc, scale)], validate_args=False)
 
     def standard_noise(self, n: int, generator: torch.Generator) -> Tensor:
         u = _uniform(n, generator)
@@ -243,8 +245,8 @@ class GaussianMixture(Base):
         self._add("logits", torch.zeros(components))
 
     def distribution(self) -> D.Distribution:
-        components = D.Independent(D.Normal(self.loc, self.log_scale.exp()), 1)
-        return D.MixtureSameFamily(D.Categorical(logits=self.logits), components)
+        components = D.Independent(D.Normal(self.loc, self.log_scale.exp(), validate_args=False), 1, validate_args=False)
+        return D.MixtureSameFamily(D.Categorical(logits=self.logits, validate_args=False), components, validate_args=False)
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         probs = self.logits.detach().softmax(-1).cpu()

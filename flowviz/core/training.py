@@ -67,7 +67,9 @@ class Trainer:
         self.objective: str = self.settings["objective"]
         self.generator = torch.Generator().manual_seed(spec.seed)
         self.test_points = self.target.held_out(self.settings["test_size"], spec.seed).to(self.device)
-        self.optimizer = torch.optim.Adam(self.flow.parameters(), lr=self.settings["learning_rate"])
+        parameters = list(self.flow.parameters())
+        # An empty stack over a fixed base has nothing to learn; steps then only measure the loss.
+        self.optimizer = torch.optim.Adam(parameters, lr=self.settings["learning_rate"]) if parameters else None
         self.step_count = 0
         self.losses: list[float] = []
         self.evaluations: list[Evaluation] = []
@@ -108,6 +110,8 @@ class Trainer:
         loss = self._loss()
         if not torch.isfinite(loss):
             raise self._reject("non-finite loss")
+        if self.optimizer is None:
+            return self._record(loss)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip = self.settings["grad_clip"]
@@ -118,6 +122,9 @@ class Trainer:
         if not all(torch.isfinite(p).all() for p in self.flow.parameters()):
             self.optimizer.state.clear()  # its moments were updated from the bad step too
             raise self._reject("non-finite parameters after the update")
+        return self._record(loss)
+
+    def _record(self, loss: Tensor) -> float:
         self.step_count += 1
         value = loss.item()
         self.losses.append(value)
@@ -127,7 +134,8 @@ class Trainer:
         culprit = self._first_nonfinite_layer(stage)
         with torch.no_grad():
             torch._foreach_copy_([t.detach() for t in self._state], self._saved)
-        self.optimizer.zero_grad(set_to_none=True)
+        if self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)
         if culprit is None:
             position, title = None, "base"
         else:
