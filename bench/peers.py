@@ -5,7 +5,7 @@
 Same architectures (RealNVP: 8 affine couplings with MLP(64, 64); NSF: 4 rational-quadratic spline
 couplings with MLP(64, 64), 8 bins, tails at ±5), same data stream, batch 512, Adam 1e-3. Fit is the
 true KL(p‖q) in nats on 4096 held-out points, with the exact target density. Steps/s counts the
-training steps only. Prints a markdown table; ratios are against the fastest peer in this run.
+training steps, data sampling included for everyone. Prints a markdown table; ratios are against the fastest peer in this run.
 """
 
 from __future__ import annotations
@@ -18,18 +18,20 @@ import torch
 from torch import nn
 
 from flowviz.core.spec import ExperimentSpec
-from flowviz.core.build import build_flow
 from flowviz.core.targets import TARGETS
+from flowviz.core.training import Trainer
 
 BATCH, LR, HIDDEN = 512, 1e-3, 64
 
 
-def flowviz_model(arch: str):
+def flowviz_trainer(arch: str, target: str, seed: int) -> Trainer:
+    """flowviz runs through `Trainer.step`, the path the app and CLI use, with its finiteness
+    guard and snapshot included."""
     kind, count = ("affine_coupling", 8) if arch == "realnvp" else ("spline_coupling", 4)
     layers = [{"type": kind, "settings": {"transformed": "z2" if i % 2 == 0 else "z1", "hidden": HIDDEN, "depth": 2}}
               for i in range(count)]
-    flow = build_flow(ExperimentSpec.from_dict({"layers": layers}))
-    return flow, flow.log_prob
+    return Trainer(ExperimentSpec.from_dict({"seed": seed, "layers": layers, "target": {"name": target},
+                                             "training": {"learning_rate": LR, "batch_size": BATCH}}))
 
 
 def zuko_model(arch: str):
@@ -64,8 +66,12 @@ def nflows_model(arch: str):
     from nflows.nn.nets import MLP
     from nflows.transforms import AffineCouplingTransform, CompositeTransform, PiecewiseRationalQuadraticCouplingTransform
 
+    class Net(MLP):  # nflows' couplings pass a context argument its MLP does not take
+        def forward(self, inputs, context=None):
+            return super().forward(inputs)
+
     def net(inputs: int, outputs: int) -> nn.Module:
-        return MLP([inputs], [outputs], hidden_sizes=[HIDDEN, HIDDEN])
+        return Net([inputs], [outputs], hidden_sizes=[HIDDEN, HIDDEN])
 
     transforms = []
     for i in range(8 if arch == "realnvp" else 4):
@@ -78,25 +84,33 @@ def nflows_model(arch: str):
     return flow, flow.log_prob
 
 
-LIBRARIES = {"flowviz": flowviz_model, "zuko": zuko_model, "normflows": normflows_model, "nflows": nflows_model}
+LIBRARIES = {"flowviz": flowviz_trainer, "zuko": zuko_model, "normflows": normflows_model, "nflows": nflows_model}
 
 
 def run(library: str, arch: str, target_name: str, steps: int, seed: int) -> tuple[float, float]:
+    """Every library draws each batch from the same sampler inside the timed loop."""
     torch.manual_seed(seed)
-    model, log_prob = LIBRARIES[library](arch)
     target = TARGETS[target_name]()
-    generator = torch.Generator().manual_seed(seed)
     test = target.held_out(4096, seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
-    model.train()
-    batches = [target.sample(BATCH, generator) for _ in range(steps)]  # sampling is not timed
-    start = time.perf_counter()
-    for x in batches:
-        loss = -log_prob(x).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    seconds = time.perf_counter() - start
+    if library == "flowviz":
+        trainer = flowviz_trainer(arch, target_name, seed)
+        model, log_prob = trainer.flow, trainer.flow.log_prob
+        start = time.perf_counter()
+        for _ in range(steps):
+            trainer.step()
+        seconds = time.perf_counter() - start
+    else:
+        model, log_prob = LIBRARIES[library](arch)
+        generator = torch.Generator().manual_seed(seed)
+        optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+        model.train()
+        start = time.perf_counter()
+        for _ in range(steps):
+            loss = -log_prob(target.sample(BATCH, generator)).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        seconds = time.perf_counter() - start
     model.eval()
     with torch.no_grad():
         kl = float((target.log_prob(test) - log_prob(test)).mean())
