@@ -41,7 +41,8 @@ def render_views(views: GridViews, layer_titles: list[str], target_density: np.n
     extent = (views.x[0], views.x[-1], views.y[0], views.y[-1])
     density = np.exp(views.log_q)
     vmax = float(np.nanmax(density)) if np.isfinite(density).any() else 1.0
-    ldmax = max(float(np.nanmax(np.abs(views.log_det[1:]))) if len(views.layers) else 0.0, 1e-6)
+    # At least ±0.1 nats, so float noise around 0 (an untrained layer) stays white, not striped.
+    ldmax = max(float(np.nanmax(np.abs(views.log_det[1:]))) if len(views.layers) else 0.0, 0.1)
     colors = start_colors(views.samples[0]) if views.samples.shape[1] else None
     for c, k in enumerate(depths):
         title = "k = 0\nbase" if k == 0 else f"k = {k}\n" + textwrap.shorten(layer_titles[k - 1], 26, placeholder="…")

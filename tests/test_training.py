@@ -23,8 +23,8 @@ def alternating(kind: str, count: int, **settings) -> list[dict]:
 
 def test_spline_coupling_fits_8gaussians_below_005_nats():
     spec = spec_of(target={"name": "8gaussians"}, layers=alternating("spline_coupling", 4),
-                   training={"learning_rate": 5e-3, "eval_every": 10_000})
-    metrics = Trainer(spec).run(700)
+                   training={"learning_rate": 1e-3, "eval_every": 10_000})
+    metrics = Trainer(spec).run(1500)  # seeds 0-2 reach 0.023-0.034 nats
     assert metrics["kl"] < 0.05, metrics
 
 
