@@ -15,15 +15,14 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from types import MappingProxyType
 
 import torch
 import torch.distributions as D
 from torch import Tensor, nn
 
 from flowviz.core.limits import LIMITS
+from flowviz.core.registry import Registry
 from flowviz.core.settings import Setting
 
 
@@ -86,17 +85,8 @@ def _uniform(n: int, generator: torch.Generator, tiny: float = 1e-7) -> Tensor:
     return torch.rand(n, 2, generator=generator).clamp(tiny, 1 - tiny)
 
 
-_REGISTRY: dict[str, type[Base]] = {}
-BASES = MappingProxyType(_REGISTRY)
-
-
-def register(info: BaseInfo) -> Callable[[type[Base]], type[Base]]:
-    def add(cls: type[Base]) -> type[Base]:
-        cls.info = info
-        _REGISTRY[info.name] = cls
-        return cls
-
-    return add
+BASES: Registry[type[Base]] = Registry("base")
+register = BASES.register
 
 
 @register(BaseInfo("standard_normal", "Standard normal", "N(0, I): the usual base; learnable turns it into a diagonal Gaussian."))

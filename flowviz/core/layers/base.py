@@ -12,14 +12,13 @@ differentiable with the exact implicit gradient.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from types import MappingProxyType
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
+from flowviz.core.registry import Registry
 from flowviz.core.settings import Setting
 
 Direction = Literal["both", "forward", "inverse"]
@@ -81,18 +80,5 @@ class IterativeInverse(Layer):
         return z, -ladj
 
 
-_REGISTRY: dict[str, type[Layer]] = {}
-LAYERS = MappingProxyType(_REGISTRY)  # read-only view; filled once, at import
-
-
-def register(info: LayerInfo) -> Callable[[type[Layer]], type[Layer]]:
-    """Class decorator: attach `info` and add the class to the registry under `info.name`."""
-
-    def add(cls: type[Layer]) -> type[Layer]:
-        if info.name in _REGISTRY:
-            raise ValueError(f"layer {info.name!r} registered twice")
-        cls.info = info
-        _REGISTRY[info.name] = cls
-        return cls
-
-    return add
+LAYERS: Registry[type[Layer]] = Registry("layer")
+register = LAYERS.register

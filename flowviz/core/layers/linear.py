@@ -11,6 +11,11 @@ from flowviz.core.layers.base import Layer, LayerInfo, register
 from flowviz.core.settings import Setting
 
 
+def rotation_matrix(angle: Tensor) -> Tensor:
+    c, s = angle.cos(), angle.sin()
+    return torch.stack([torch.stack([c, -s]), torch.stack([s, c])])
+
+
 def _apply_2x2(points: Tensor, matrix: Tensor) -> Tensor:
     return points @ matrix.T
 
@@ -33,7 +38,7 @@ class LULinear(Layer):
         super().__init__()
         # Start from a random rotation, as Glow does, factorised once: W0 = P L U.
         angle = torch.rand(()) * 2 * math.pi
-        w0 = torch.tensor([[angle.cos(), -angle.sin()], [angle.sin(), angle.cos()]])
+        w0 = rotation_matrix(angle)
         p, lower, upper = torch.linalg.lu(w0)
         diagonal = upper.diagonal()
         self.register_buffer("permutation", p)
@@ -87,12 +92,8 @@ class Rotation(Layer):
         super().__init__()
         self.angle = nn.Parameter(torch.tensor(math.radians(angle)))
 
-    def matrix(self) -> Tensor:
-        c, s = self.angle.cos(), self.angle.sin()
-        return torch.stack([torch.stack([c, -s]), torch.stack([s, c])])
-
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        return _apply_2x2(z, self.matrix()), z.new_zeros(z.shape[0])
+        return _apply_2x2(z, rotation_matrix(self.angle)), z.new_zeros(z.shape[0])
 
     def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return _apply_2x2(x, self.matrix().T), x.new_zeros(x.shape[0])
+        return _apply_2x2(x, rotation_matrix(self.angle).T), x.new_zeros(x.shape[0])

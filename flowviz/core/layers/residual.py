@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowviz.core.layers.base import IterativeInverse, Layer, LayerInfo, register
+from flowviz.core.layers.linear import rotation_matrix
 from flowviz.core.limits import LIMITS
 from flowviz.core.settings import Setting
 
@@ -114,11 +115,6 @@ class Radial(Layer):
         return z, -ladj
 
 
-def _rotation(angle: Tensor) -> Tensor:
-    c, s = angle.cos(), angle.sin()
-    return torch.stack([torch.stack([c, -s]), torch.stack([s, c])])
-
-
 @register(
     LayerInfo(
         name="sylvester",
@@ -147,7 +143,7 @@ class Sylvester(IterativeInverse):
         return upper(self.r), upper(self.r_tilde)
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        q = _rotation(self.angle)
+        q = rotation_matrix(self.angle)
         r, rt = self._triangular()
         pre = z @ q @ rt.T + self.b  # R̃ Qᵀ z + b, row-wise
         h = torch.tanh(pre)
@@ -156,7 +152,7 @@ class Sylvester(IterativeInverse):
         return x, ladj
 
     def _solve(self, x: Tensor) -> Tensor:
-        q = _rotation(self.angle)
+        q = rotation_matrix(self.angle)
         r, rt = self._triangular()
         u = x @ q  # Qᵀ x = v + R tanh(R̃ v + b), v = Qᵀ z; triangular, so solve v2 then v1.
         v2 = solve_tanh_equation(u[:, 1], r[1, 1], rt[1, 1], self.b[1])

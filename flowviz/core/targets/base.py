@@ -7,14 +7,13 @@ many targets, evaluate its exact normalised log-density (true KL, reverse-KL tra
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Literal
 
 import torch
 from torch import Tensor
 
+from flowviz.core.registry import Registry
 from flowviz.core.settings import Setting
 
 TargetKind = Literal["toy", "energy", "points"]
@@ -60,14 +59,5 @@ def log_normal_2d(x: Tensor, centers: Tensor, sigma: float) -> Tensor:
     return -sq / (2 * sigma**2) - math.log(2 * math.pi * sigma**2)
 
 
-_REGISTRY: dict[str, Callable[..., Target]] = {}
-TARGETS = MappingProxyType(_REGISTRY)
-
-
-def register(info: TargetInfo) -> Callable[[type[Target]], type[Target]]:
-    def add(cls: type[Target]) -> type[Target]:
-        cls.info = info
-        _REGISTRY[info.name] = cls
-        return cls
-
-    return add
+TARGETS: Registry[type[Target]] = Registry("target")
+register = TARGETS.register
