@@ -5,8 +5,8 @@ exp(-U2..U4) do not decay along z1, so alone they are not normalisable. flowviz 
 `log_z` is its normaliser (grid quadrature, checked by the tests), so reverse-KL training reports the
 true KL(q‖p) = loss + ln Z. `log_z_box` is ln ∫ over (-4, 4)² of the paper's exp(-U), for reference.
 
-Energies sample by inverse-CDF on a fine grid (cells picked by weight, then uniform within the
-cell), so forward KL, held-out NLL and the target view work for them too.
+Energies sample by inverse CDF on a fine grid (a cell picked by its probability mass, then a
+uniform point within it), so forward KL, held-out NLL and the target view work for them too.
 """
 
 from __future__ import annotations
@@ -83,13 +83,21 @@ class Energy(Target):
     def log_prob(self, x: Tensor) -> Tensor:
         return -self.energy(x) - self.log_z
 
+    def _cells(self) -> tuple[Tensor, Tensor, float]:
+        """Cell centres and the cumulative cell masses, computed once per target object (a session's own)."""
+        if getattr(self, "_cached_cells", None) is None:
+            cells, box = self.sample_cells, self.sample_box
+            width = 2 * box / cells
+            centers = -box + width * (torch.arange(cells, dtype=torch.float64) + 0.5)
+            grid = torch.stack(torch.meshgrid(centers, centers, indexing="xy"), -1).reshape(-1, 2)
+            cdf = torch.cumsum(torch.softmax(-self.energy(grid), 0), 0)
+            self._cached_cells = (grid, cdf, width)
+        return self._cached_cells
+
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
-        cells, box = self.sample_cells, self.sample_box
-        width = 2 * box / cells
-        centers = -box + width * (torch.arange(cells, dtype=torch.float64) + 0.5)
-        grid = torch.stack(torch.meshgrid(centers, centers, indexing="xy"), -1).reshape(-1, 2)
-        weights = torch.softmax(-self.energy(grid), 0)
-        index = torch.multinomial(weights.float(), n, replacement=True, generator=generator)
+        grid, cdf, width = self._cells()
+        u = torch.rand(n, generator=generator, dtype=torch.float64) * cdf[-1]
+        index = torch.searchsorted(cdf, u).clamp_max(len(cdf) - 1)
         jitter = (torch.rand(n, 2, generator=generator, dtype=torch.float64) - 0.5) * width
         return (grid[index] + jitter).float()
 
