@@ -65,7 +65,7 @@ def _train(args: argparse.Namespace) -> int:
         if args.steps is not None:
             spec = spec.replace(training={"steps": args.steps})
         trainer = Trainer(spec, device=args.device)
-    except (SpecError, ValueError) as error:
+    except ValueError as error:  # SpecError included: a bad preset, a bad device
         print(f"flowviz: {args.preset}: {error}", file=sys.stderr)
         return 2
     total = spec.training["steps"]
