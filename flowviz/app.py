@@ -10,24 +10,18 @@ import io
 from pathlib import Path
 
 import panel as pn
-import torch
 
 from flowviz.core.build import build_flow, build_target
-from flowviz.core.grid import GridRequest, evaluate_grid, target_image
 from flowviz.core.spec import ExperimentSpec
-from flowviz.figures import render_views
+from flowviz.figures import render_flow
 
 PRESETS = Path(__file__).resolve().parent.parent / "presets"
 
 
 def preset_views(path: str) -> pn.Column:
     spec = ExperimentSpec.load(path)
-    flow = build_flow(spec)
-    request = GridRequest.from_view({**spec.view, "resolution": 96})
-    views = evaluate_grid(flow, request, flow.base.sample(1500, torch.Generator().manual_seed(spec.seed)))
     image = io.BytesIO()
-    titles = [flow.layers[i].info.title for i in views.layers]
-    render_views(views, titles, target_image(build_target(spec.target, spec.seed), request), image)
+    render_flow(build_flow(spec), build_target(spec.target, spec.seed), spec, image, resolution=96, samples=1500)
     return pn.Column(
         pn.pane.Markdown(f"## {spec.title}\n\n{spec.description}\n\n*Untrained. Train it headless with* "
                          f"`flowviz train presets/{Path(path).name} --out run`."),

@@ -16,10 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from flowviz.core.checkpoint import save_model
-from flowviz.core.grid import GridRequest, evaluate_grid, target_image
 from flowviz.core.settings import SpecError
 from flowviz.core.spec import ExperimentSpec
 from flowviz.core.training import Evaluation, Trainer, TrainingDiverged
@@ -93,7 +90,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _write_outputs(out: Path, trainer: Trainer, spec: ExperimentSpec, rows: list[dict], metrics: dict) -> None:
-    from flowviz.figures import render_views  # matplotlib only when a figure is asked for
+    from flowviz.figures import render_flow  # matplotlib only when a figure is asked for
 
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "metrics.csv", "w", newline="") as handle:
@@ -103,11 +100,7 @@ def _write_outputs(out: Path, trainer: Trainer, spec: ExperimentSpec, rows: list
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     spec.save(out / "spec.json")
     save_model(out / "model.pt", trainer.flow, spec, trainer.step_count)
-    request = GridRequest.from_view(spec.view)
-    base_samples = trainer.flow.base.sample(2000, torch.Generator().manual_seed(spec.seed))
-    views = evaluate_grid(trainer.flow, request, base_samples.detach())
-    titles = [trainer.flow.layers[i].info.title for i in views.layers]
-    render_views(views, titles, target_image(trainer.target, request, seed=spec.seed), out / "views.png")
+    render_flow(trainer.flow, trainer.target, spec, out / "views.png")
 
 
 if __name__ == "__main__":

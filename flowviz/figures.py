@@ -16,7 +16,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from flowviz.core.grid import GridViews  # noqa: E402
+import torch  # noqa: E402
+
+from flowviz.core.flow import Flow  # noqa: E402
+from flowviz.core.grid import GridRequest, GridViews, evaluate_grid, target_image  # noqa: E402
+from flowviz.core.spec import ExperimentSpec  # noqa: E402
+from flowviz.core.targets import Target  # noqa: E402
 
 
 def start_colors(samples0: np.ndarray) -> np.ndarray:
@@ -70,3 +75,15 @@ def render_views(views: GridViews, layer_titles: list[str], target_density: np.n
     axes[2, 0].set_ylabel("samples z_k")
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def render_flow(flow: Flow, target: Target, spec: ExperimentSpec, path, resolution: int | None = None,
+                samples: int = 2000) -> None:
+    """Evaluate `flow` on the spec's view (optionally at another resolution) and draw its views,
+    with `samples` base samples seeded from the spec, beside the target."""
+    view = spec.view if resolution is None else {**spec.view, "resolution": resolution}
+    request = GridRequest.from_view(view)
+    base_samples = flow.base.sample(samples, torch.Generator().manual_seed(spec.seed)).detach()
+    views = evaluate_grid(flow, request, base_samples)
+    titles = [flow.layers[i].info.title for i in views.layers]
+    render_views(views, titles, target_image(target, request, seed=spec.seed), path)
