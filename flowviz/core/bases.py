@@ -1,9 +1,10 @@
 """Base distributions q_0 on the plane, with optionally learnable parameters.
 
 Log-densities come from `torch.distributions`, with argument validation off: a non-finite point
-must give a non-finite density (which training then reports), not an exception. Sampling takes an explicit `torch.Generator` (so a
-seed reproduces the same points, and concurrent sessions never share a random stream) and is
-reparameterised wherever the family allows, so reverse-KL training reaches learnable parameters.
+must give a non-finite density (which training then reports), not an exception. Sampling takes an
+explicit `torch.Generator` (so a seed reproduces the same points, and concurrent sessions never
+share a random stream) and is reparameterised wherever the family allows, so reverse-KL training
+reaches learnable parameters.
 
 Example:
     >>> base = make_base("gaussian_mixture", {"components": 4}, learnable=True)
