@@ -9,3 +9,15 @@ settings.register_profile(
 )
 settings.load_profile("flowviz")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+PRESET_FILES = sorted(Path(__file__).parent.parent.joinpath("presets").glob("*.json"))
+
+
+@pytest.fixture
+def presets() -> list[Path]:
+    return PRESET_FILES

@@ -6,10 +6,10 @@ import threading
 
 import torch
 
-from flowviz.core.bases import make_base
+from flowviz.core.bases import Base, make_base
 from flowviz.core.flow import Flow
-from flowviz.core.layers import make_layer
-from flowviz.core.spec import ExperimentSpec, TargetSpec
+from flowviz.core.layers import Layer, make_layer
+from flowviz.core.spec import BaseSpec, ExperimentSpec, LayerSpec, TargetSpec
 from flowviz.core.targets import TARGETS, Points, Target
 
 # Layer initialisers draw from torch's global generator. Seeding it for a build must not interleave
@@ -24,6 +24,19 @@ def build_flow(spec: ExperimentSpec) -> Flow:
         base = make_base(spec.base.name, spec.base.settings, spec.base.learnable)
         layers = [make_layer(layer.type, layer.settings) for layer in spec.layers]
     return Flow(base, layers, [layer.enabled for layer in spec.layers])
+
+
+def build_layer(layer: LayerSpec, seed: int) -> Layer:
+    """One fresh layer, seeded: what the explorer adds when a stack is edited."""
+    with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return make_layer(layer.type, layer.settings)
+
+
+def build_base(base: BaseSpec, seed: int) -> Base:
+    with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return make_base(base.name, base.settings, base.learnable)
 
 
 def build_target(target: TargetSpec, seed: int = 0) -> Target:

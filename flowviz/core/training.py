@@ -68,7 +68,7 @@ class Trainer:
         self.device = resolve_device(device)
         self.flow = (flow if flow is not None else build_flow(spec)).to(self.device)
         self.target = build_target(spec.target, spec.seed)
-        self.settings = spec.training
+        self.settings = dict(spec.training)  # a copy: `retune` changes it, the spec stays frozen
         self.objective: str = self.settings["objective"]
         self.generator = torch.Generator().manual_seed(spec.seed)
         self.test_points = self.target.held_out(self.settings["test_size"], spec.seed).to(self.device)
@@ -85,6 +85,20 @@ class Trainer:
         self._saved = [t.detach().clone() for t in self._state]
         self._last_input: Tensor | None = None
         self._initialize()
+
+    def retune(self, spec: ExperimentSpec) -> None:
+        """Take `spec`'s training settings (learning rate, batch size, clipping, annealing) without
+        rebuilding: the model, Adam's moments and the step count carry on. The target and the
+        objective must be the same; changing those needs a new Trainer."""
+        if spec.target != self.spec.target or spec.training["objective"] != self.objective:
+            raise ValueError("retune keeps the target and objective; build a new Trainer to change them")
+        if spec.training["test_size"] != self.settings["test_size"]:
+            self.test_points = self.target.held_out(spec.training["test_size"], spec.seed).to(self.device)
+        self.spec = spec
+        self.settings = dict(spec.training)
+        if self.optimizer is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.settings["learning_rate"]
 
     # -- one step ----------------------------------------------------------------------------------
     def _initialize(self) -> None:

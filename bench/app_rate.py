@@ -1,0 +1,142 @@
+"""Frame rate and training speed of the explorer in a real browser, against headless training.
+
+Starts `panel serve flowviz/app.py`, opens it in headless Chromium (Playwright, system chromium),
+loads a preset, presses Play and, after a warm-up, counts for `--seconds`:
+- frames/s: status updates that reached the page (each pushed frame rewrites the step counter);
+- bytes/frame: websocket bytes the browser received, per frame;
+- in-app steps/s: the step counter's rise over the window.
+Headless steps/s is `Trainer.step` on the same preset in a fresh process, measured just before and
+just after the browser run (the median of the two is the reference).
+
+    python bench/app_rate.py --preset realnvp-moons --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+HEADLESS = """
+import json, sys, time
+from flowviz.core.spec import ExperimentSpec
+from flowviz.core.training import Trainer
+trainer = Trainer(ExperimentSpec.load(sys.argv[1]))
+for _ in range(30): trainer.step()
+start = time.perf_counter(); n = 0
+while time.perf_counter() - start < float(sys.argv[2]):
+    trainer.step(); n += 1
+print(json.dumps(n / (time.perf_counter() - start)))
+"""
+
+# Finds the step counter inside Panel's shadow roots and records every change with its time.
+OBSERVE = """
+() => {
+  function find(root) {
+    const hit = root.querySelector && root.querySelector('#fv-step');
+    if (hit) return hit;
+    for (const node of root.querySelectorAll ? root.querySelectorAll('*') : []) {
+      if (node.shadowRoot) { const inner = find(node.shadowRoot); if (inner) return inner; }
+    }
+    return null;
+  }
+  window.fvChanges = [];
+  const watch = () => {
+    const span = find(document);
+    if (!span) { setTimeout(watch, 50); return; }
+    const host = span.parentNode.parentNode;
+    new MutationObserver(() => {
+      const now = find(document);
+      if (now) window.fvChanges.push([performance.now(), Number(now.textContent.replace(/,/g, ''))]);
+    }).observe(host, { subtree: true, childList: true, characterData: true });
+  };
+  watch();
+}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def headless_rate(preset: Path, seconds: float) -> float:
+    out = subprocess.run([sys.executable, "-c", HEADLESS, str(preset), str(seconds)], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    return json.loads(out.stdout)
+
+
+def browser_run(preset: Path, seconds: float, warmup: float) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "panel", "serve", "flowviz/app.py", "--port", str(port)],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1680, "height": 1300})
+            received = [0]
+
+            def on_socket(ws):
+                ws.on("framereceived", lambda payload: received.__setitem__(0, received[0] + len(payload)))
+
+            page.on("websocket", on_socket)
+            for _ in range(100):
+                try:
+                    page.goto(f"http://localhost:{port}/app")
+                    break
+                except Exception:
+                    time.sleep(0.2)
+            page.get_by_role("button", name="▶ Play").wait_for(timeout=60_000)
+            page.locator("select").first.select_option(label=_title(preset))
+            page.wait_for_timeout(1500)
+            page.evaluate(OBSERVE)
+            page.get_by_role("button", name="▶ Play").click()
+            page.wait_for_timeout(warmup * 1000)
+            start_bytes, start_changes = received[0], len(page.evaluate("window.fvChanges"))
+            page.wait_for_timeout(seconds * 1000)
+            changes = page.evaluate("window.fvChanges")[start_changes:]
+            total_bytes = received[0] - start_bytes
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(10)
+    span = (changes[-1][0] - changes[0][0]) / 1000
+    frames = len(changes) - 1
+    return {"frames_per_s": frames / span, "steps_per_s": (changes[-1][1] - changes[0][1]) / span,
+            "bytes_per_frame": total_bytes / max(frames, 1)}
+
+
+def _title(preset: Path) -> str:
+    return json.loads(preset.read_text())["title"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="realnvp-moons")
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--warmup", type=float, default=4)
+    args = parser.parse_args()
+    preset = ROOT / "presets" / f"{args.preset}.json"
+    before = headless_rate(preset, 8)
+    app = browser_run(preset, args.seconds, args.warmup)
+    after = headless_rate(preset, 8)
+    headless = (before + after) / 2
+    print(f"preset {args.preset}: headless {before:.1f} / {after:.1f} steps/s (mean {headless:.1f})")
+    print(f"in the browser: {app['frames_per_s']:.1f} frames/s, {app['steps_per_s']:.1f} steps/s "
+          f"= {100 * app['steps_per_s'] / headless:.0f}% of headless, {app['bytes_per_frame'] / 1024:.0f} KiB/frame")
+
+
+if __name__ == "__main__":
+    main()

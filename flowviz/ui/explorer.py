@@ -1,0 +1,549 @@
+"""The explorer page: one `Explorer` per browser session.
+
+The experiment spec is the single source of truth. Every control edits a candidate spec; a valid one
+goes to the `LiveSession` (which keeps the weights the edit did not touch) and into the page's link;
+an invalid one is refused with a message and the controls snap back, so nothing is lost.
+
+Example:
+    >>> explorer = Explorer(ExperimentSpec.load("presets/realnvp-moons.json"))
+    >>> explorer.stack.act({"action": "add", "type": "planar"})
+    >>> len(explorer.spec.layers)
+    9
+    >>> explorer.close()
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import panel as pn
+import param
+
+from flowviz.core.bases import BASES
+from flowviz.core.devices import available_devices
+from flowviz.core.layers import LAYERS
+from flowviz.core.link import LINK_PARAMETER, MAX_LINK_CHARS, spec_from_link, spec_to_link
+from flowviz.core.pointfile import PointsFileError, parse_points
+from flowviz.core.settings import SpecError
+from flowviz.core.spec import ExperimentSpec
+from flowviz.core.targets import TARGETS
+from flowviz.ui.live import LiveSession
+from flowviz.ui.pickers import SettingsForm, TargetPicker, target_options
+from flowviz.ui.stack import LayerStack
+from flowviz.ui.views import DepthAnimation, DepthStrip, LossChart, TargetAndModel, update_images
+
+PRESETS = Path(__file__).resolve().parent.parent.parent / "presets"
+DEFAULT_PRESET = "realnvp-moons"
+TICK_MS = 40  # how often the page looks for a new frame; frames themselves come at most MAX_FPS
+ANIMATION_STEPS = 24  # animation ticks per layer
+SPEEDS = {"as fast as it goes": 0, "1 step per frame": 1, "2 steps per frame": 2, "5 steps per frame": 5,
+          "20 steps per frame": 20, "100 steps per frame": 100}
+LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 1e-2, 3e-2, 1e-1]
+BATCH_SIZES = [32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
+RESOLUTIONS = [32, 48, 64, 96, 128, 192, 256]
+UPLOAD_TYPES = ".csv,.tsv,.txt,.dat,.npy,.json"
+
+
+def preset_files() -> dict[str, Path]:
+    """Preset title -> file, for the picker."""
+    found = {}
+    for path in sorted(PRESETS.glob("*.json")):
+        try:
+            found[ExperimentSpec.load(path).title] = path
+        except SpecError:
+            continue  # a broken preset file is the CLI's and the tests' to report, not the page's
+    return found
+
+
+def _nearest(options: list, value):
+    return min(options, key=lambda option: abs(option - value))
+
+
+class Explorer(pn.viewable.Viewer):
+    """Everything one browser session sees and does."""
+
+    spec = param.ClassSelector(class_=ExperimentSpec, doc="the current, valid experiment")
+    playing = param.Boolean(default=False)
+    message = param.String(default="")
+
+    def __init__(self, spec: ExperimentSpec | None = None, **params):
+        if spec is None:
+            spec = ExperimentSpec.load(PRESETS / f"{DEFAULT_PRESET}.json")
+        super().__init__(spec=spec, **params)
+        self._syncing = False
+        self._last_push = time.perf_counter()
+        self._push_times: list[float] = []
+        self._latest = None
+        self._points_source = ""
+        self.live = LiveSession(spec)
+        self.stack = LayerStack(sizing_mode="stretch_width")
+        self.stack.set_layers(spec.layers)
+        self._build_controls()
+        self._build_views()
+        self._sync_controls()
+        self._show_target()
+        self._render_now()
+        self._callback = None
+
+    # -- controls ----------------------------------------------------------------------------------
+    def _build_controls(self) -> None:
+        self.alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 5))
+        self.presets = preset_files()
+        self.preset_select = pn.widgets.Select(label="Preset", options=["(choose a preset)"] + list(self.presets))
+        self.preset_select.param.watch(self._on_preset, "value")
+        self.preset_upload = pn.widgets.FileInput(accept=".json", multiple=False, sizing_mode="stretch_width")
+        self.preset_upload.param.watch(self._on_preset_upload, "value")
+        self.download = pn.widgets.FileDownload(callback=self._preset_file, filename="flowviz-experiment.json",
+                                                label="Download this experiment", color="default",
+                                                sizing_mode="stretch_width")
+        self.link = pn.widgets.TextInput(label="Link to this experiment (seed included)", sizing_mode="stretch_width")
+
+        self.target_picker = TargetPicker(options=target_options(), sizing_mode="stretch_width")
+        self.target_picker.param.watch(lambda e: self._edit_target(e.new), "value")
+        self.points_upload = pn.widgets.FileInput(accept=UPLOAD_TYPES, multiple=False, sizing_mode="stretch_width")
+        self.points_upload.param.watch(self._on_points_upload, "value")
+        self.points_note = pn.pane.Markdown("", margin=(0, 5), styles={"font-size": "13px"})
+        self.target_form_holder = pn.Column(margin=0)
+
+        self.base_select = pn.widgets.Select(label="Base distribution", options={b.info.title: n for n, b in BASES.items()})
+        self.base_select.param.watch(lambda e: self._edit_base(), "value")
+        self.base_learnable = pn.widgets.Checkbox(label="learn the base's parameters too")
+        self.base_learnable.param.watch(lambda e: self._edit_base(), "value")
+        self.base_form_holder = pn.Column(margin=0)
+
+        self.objective = pn.widgets.RadioButtonGroup(
+            options={"forward KL (samples)": "forward_kl", "reverse KL (energy)": "reverse_kl"},
+            color="default", sizing_mode="stretch_width")
+        self.learning_rate = pn.widgets.DiscreteSlider(label="Learning rate", options=LEARNING_RATES)
+        self.batch_size = pn.widgets.DiscreteSlider(label="Batch size", options=BATCH_SIZES)
+        self.grad_clip = pn.widgets.FloatInput(label="Gradient clip (0: off)", start=0, end=1e6)
+        self.anneal = pn.widgets.IntInput(label="Anneal the energy over (steps; reverse KL)", start=0, end=1_000_000)
+        self.seed = pn.widgets.IntInput(label="Seed", start=0, end=2**31 - 1)
+        self.device = pn.widgets.Select(label="Device", options=available_devices())
+        self.resolution = pn.widgets.Select(label="Grid resolution (paused)", options=RESOLUTIONS)
+        for widget in (self.objective, self.learning_rate, self.batch_size, self.grad_clip, self.anneal, self.seed,
+                       self.resolution):
+            widget.param.watch(lambda e: self._edit_training(), "value")
+        self.device.param.watch(self._on_device, "value")
+
+        self.play_button = pn.widgets.Toggle(label="▶ Play", color="success", width=110, height=44,
+                                             stylesheets=[":host .bk-btn { font-size: 17px; font-weight: 600; }"])
+        self.play_button.param.watch(self._on_play, "value")
+        self.step_button = pn.widgets.Button(label="Step", width=80, height=44)
+        self.step_button.on_click(lambda e: self._step())
+        self.reset_button = pn.widgets.Button(label="Reset", width=80, height=44)
+        self.reset_button.on_click(lambda e: self._reset())
+        self.speed = pn.widgets.Select(label="Speed", options=SPEEDS, width=190)
+        self.speed.param.watch(lambda e: setattr(self.live, "steps_per_frame", e.new), "value")
+        self.status = pn.pane.HTML("", sizing_mode="stretch_width", margin=(18, 10, 0, 10),
+                                   styles={"font-size": "16px", "font-variant-numeric": "tabular-nums"})
+
+        self.layer_form_holder = pn.Column(sizing_mode="stretch_width", margin=0)
+        self.stack.param.watch(self._on_stack, "items")
+        self.stack.param.watch(lambda e: self._show_layer_form(), "selected")
+        self.stack.param.watch(lambda e: self._say(e.new) if e.new else None, "message")
+
+    def _sync_controls(self) -> None:
+        """Set every control from the spec (after a load, or to undo a refused edit)."""
+        spec = self.spec
+        self._syncing = True
+        try:
+            self.target_picker.value = spec.target.name if spec.target.name != "points" else ""
+            self.base_select.value = spec.base.name
+            self.base_learnable.value = spec.base.learnable
+            training = spec.training
+            self.objective.value = training["objective"]
+            self.learning_rate.value = _nearest(LEARNING_RATES, training["learning_rate"])
+            self.batch_size.value = _nearest(BATCH_SIZES, training["batch_size"])
+            self.grad_clip.value = training["grad_clip"]
+            self.anneal.value = training["anneal_steps"]
+            self.seed.value = spec.seed
+            self.resolution.value = _nearest(RESOLUTIONS, spec.view["resolution"])
+            self.target_form = SettingsForm(TARGETS[spec.target.name].info.settings, spec.target.settings,
+                                            self._edit_target_settings)
+            self.target_form_holder.objects = [self.target_form.panel]
+            self.base_form = SettingsForm(BASES[spec.base.name].info.settings, spec.base.settings, self._edit_base)
+            self.base_form_holder.objects = [self.base_form.panel]
+            if self.stack.layer_specs() != spec.layers:
+                self.stack.set_layers(spec.layers)
+            self._show_layer_form()
+            self._update_points_note()
+        finally:
+            self._syncing = False
+
+    # -- editing -----------------------------------------------------------------------------------
+    def _apply(self, data: dict[str, Any], device: str | None = None) -> bool:
+        """Validate and apply a candidate spec; on error say why and put the controls back."""
+        try:
+            spec = ExperimentSpec.from_dict(data)
+            self.live.apply(spec, self.stack.ids(), device)
+        except (SpecError, ValueError) as error:
+            self._say(str(error))
+            self._sync_controls()
+            return False
+        target_changed = spec.target != self.spec.target or spec.view != self.spec.view
+        self.spec = spec
+        self._say("")
+        if target_changed:
+            self._show_target()
+        self._update_link()
+        if not self.live.playing:
+            self._render_now()
+        return True
+
+    def _candidate(self) -> dict[str, Any]:
+        data = self.spec.to_dict()
+        data["layers"] = [{"type": l.type, "settings": l.settings, "enabled": l.enabled} for l in self.stack.layer_specs()]
+        return data
+
+    def _edit_target(self, name: str) -> None:
+        if self._syncing or not name or name == self.spec.target.name:
+            return
+        data = self._candidate()
+        data["target"] = {"name": name}
+        if not TARGETS[name].info.smooth_density and data["training"]["objective"] == "reverse_kl":
+            data["training"]["objective"] = "forward_kl"  # the only objective this target supports
+        self._apply(data)
+        self._sync_controls()
+
+    def _edit_target_settings(self) -> None:
+        if self._syncing:
+            return
+        data = self._candidate()
+        data["target"]["settings"] = self.target_form.values()
+        self._apply(data)
+
+    def _edit_base(self) -> None:
+        if self._syncing:
+            return
+        data = self._candidate()
+        name = self.base_select.value
+        renamed = name != self.spec.base.name
+        settings = {} if renamed else self.base_form.values()
+        data["base"] = {"name": name, "learnable": self.base_learnable.value, "settings": settings}
+        if self._apply(data) and renamed:
+            self._sync_controls()  # the new base's own settings form
+
+    def _edit_training(self) -> None:
+        if self._syncing:
+            return
+        data = self._candidate()
+        data["training"].update(objective=self.objective.value, learning_rate=self.learning_rate.value,
+                                batch_size=self.batch_size.value, grad_clip=self.grad_clip.value,
+                                anneal_steps=self.anneal.value)
+        data["seed"] = self.seed.value
+        data["view"]["resolution"] = self.resolution.value
+        self._apply(data)
+
+    def _on_stack(self, _event) -> None:
+        if self._syncing:
+            return
+        self._apply(self._candidate())
+        self._show_layer_form()
+
+    def _on_device(self, event) -> None:
+        self._apply(self._candidate(), device=event.new)
+
+    def _show_layer_form(self) -> None:
+        selected = self.stack.selected
+        items = [i for i in self.stack.items if i["id"] == selected]
+        if not items:
+            self.layer_form_holder.objects = [pn.pane.Markdown(
+                "**Layer settings.** Click a layer in your flow to see what it does and change its settings.",
+                styles={"font-size": "14px"})]
+            return
+        item = items[0]
+        info = LAYERS[item["type"]].info
+        position = self.stack.ids().index(selected) + 1
+        form = SettingsForm(info.settings, item["settings"],
+                            lambda: self._edit_layer_settings(selected, form))
+        cheap = {"forward": "Sampling is one pass; density evaluation is sequential (slow).",
+                 "inverse": "Density evaluation is one pass; sampling is sequential (slow).",
+                 "both": ""}[info.cheap_direction]
+        iterative = " Its inverse is computed numerically." if info.iterative_inverse else ""
+        self.layer_form_holder.objects = [
+            pn.pane.Markdown(f"**Layer {position}: {info.title}**\n\n{info.description} {cheap}{iterative}\n\n"
+                             f"<small>{info.reference}</small>\n\nChanging a setting starts this layer afresh; "
+                             "the other layers keep their weights.", styles={"font-size": "14px"}),
+            form.panel,
+        ]
+
+    def _edit_layer_settings(self, layer_id: int, form: SettingsForm) -> None:
+        try:
+            self.stack.update_settings(layer_id, form.values())
+        except SpecError as error:
+            self._say(str(error))
+
+    # -- files and links ---------------------------------------------------------------------------
+    def load_spec(self, spec: ExperimentSpec) -> None:
+        """Replace the whole experiment (a preset, a file, a link): untrained, from its seed."""
+        self._pause()
+        self.live.load(spec)
+        self.spec = spec
+        self._syncing = True
+        self.stack.set_layers(spec.layers)
+        self._syncing = False
+        self._sync_controls()
+        self._show_target()
+        self.loss.clear()
+        self._update_link()
+        self._render_now()
+        self._say("")
+
+    def _on_preset(self, event) -> None:
+        path = self.presets.get(event.new)
+        if path is not None:
+            self.load_spec(ExperimentSpec.load(path))
+
+    def _on_preset_upload(self, event) -> None:
+        if not event.new:
+            return
+        try:
+            spec = ExperimentSpec.from_json(event.new)
+        except SpecError as error:
+            self._say(f"That preset file was not loaded ({error}). The current experiment is unchanged.")
+            return
+        self.load_spec(spec)
+
+    def _preset_file(self) -> io.StringIO:
+        return io.StringIO(self.spec.to_json() + "\n")
+
+    def _on_points_upload(self, event) -> None:
+        if not event.new:
+            return
+        name = self.points_upload.filename or ""
+        try:
+            points = parse_points(event.new, name)
+        except PointsFileError as error:
+            self._say(f"{name or 'The file'} was not loaded: {error} The current target is unchanged.")
+            return
+        data = self._candidate()
+        settings = self.spec.target.settings if self.spec.target.name == "points" else {}
+        data["target"] = {"name": "points", "settings": settings, "points": points.tolist()}
+        data["training"]["objective"] = "forward_kl"
+        self._points_source = f"{len(points):,} points from {name}" if name else f"{len(points):,} points"
+        if self._apply(data):
+            self._sync_controls()
+
+    def _update_points_note(self) -> None:
+        if self.spec.target.name == "points":
+            source = self._points_source or f"{len(self.spec.target.points):,} points"
+            self.points_note.object = f"**Training on your points:** {source}."
+        else:
+            self.points_note.object = ("Or your own points: a CSV/TSV/text file of two numeric columns "
+                                       "(x, y; a header row is fine), a .npy array of shape (N, 2), or a JSON list of [x, y].")
+
+    def _update_link(self) -> None:
+        packed = spec_to_link(self.spec)
+        if len(packed) > MAX_LINK_CHARS:
+            self.link.value = "(too many points for a link: download the experiment instead)"
+            return
+        location = pn.state.location
+        if location is not None and pn.state.curdoc is not None:
+            location.update_query(**{LINK_PARAMETER: packed})
+            port = f":{location.port}" if location.port else ""
+            origin = f"{location.protocol}//{location.hostname}{port}{location.pathname}" if location.hostname else ""
+            self.link.value = f"{origin}?{LINK_PARAMETER}={packed}"
+        else:
+            self.link.value = f"?{LINK_PARAMETER}={packed}"
+
+    @classmethod
+    def from_link(cls, value: str | None) -> tuple[Explorer, str]:
+        """An explorer for a shared link's experiment, or the default one with a message why not."""
+        if value:
+            try:
+                return cls(spec_from_link(value)), ""
+            except SpecError as error:
+                return cls(), f"The link's experiment could not be opened ({error}); showing the default instead."
+        return cls(), ""
+
+    # -- training ----------------------------------------------------------------------------------
+    def _on_play(self, event) -> None:
+        if event.new:
+            self.live.steps_per_frame = self.speed.value
+            self.live.play()
+            self.play_button.label = "⏸ Pause"
+            self.playing = True
+        else:
+            self.live.pause()
+            self.play_button.label = "▶ Play"
+            self.playing = False
+            self._render_now()
+
+    def _pause(self) -> None:
+        if self.play_button.value:
+            self.play_button.value = False
+
+    def _step(self) -> None:
+        self._pause()
+        if not self.live.step_once():
+            self._say(self.live.error or "")
+        self._render_now()
+
+    def _reset(self) -> None:
+        self._pause()
+        self.live.reset()
+        self.loss.clear()
+        self._render_now()
+        self._say("")
+
+    def start(self) -> None:
+        """Begin pushing frames to this session's page (call inside a server session)."""
+        if self._callback is None and pn.state.curdoc is not None:
+            self._callback = pn.state.add_periodic_callback(self.tick, period=TICK_MS)
+            pn.state.onload(self._update_link)  # the page's own address is known once it has loaded
+            pn.state.on_session_destroyed(lambda _context: self.close())
+
+    def close(self) -> None:
+        if self._callback is not None:
+            self._callback.stop()
+            self._callback = None
+        self.live.close()
+
+    def tick(self) -> None:
+        """Push the newest frame, if there is one (periodic callback, on the server's event loop)."""
+        if self.live.error and self.play_button.value:
+            self._say(self.live.error)
+            self._pause()
+        frame = self.live.take_frame()
+        if frame is None:
+            if not self.live.playing:
+                self._show_status()
+            return
+        self._push(frame)
+
+    def _render_now(self) -> None:
+        self._push(self.live.render())
+        self.live.take_frame()
+
+    # -- views -------------------------------------------------------------------------------------
+    def _build_views(self) -> None:
+        view = self.spec.view
+        self.density = DepthStrip("density", "Density q_k after each layer")
+        self.log_det = DepthStrip("log_det", "ln|det J_k| of each layer, in nats: red expands area, blue contracts it",
+                                  images=self.density.images)
+        self.samples = DepthStrip("samples", "Samples z_k after each layer, coloured by where they start in the base")
+        self.target_model = TargetAndModel(view)
+        self.animation = DepthAnimation(view)
+        self.loss = LossChart()
+        self.cumulative = pn.widgets.RadioButtonGroup(options={"this layer": False, "cumulative Σ_j≤k": True},
+                                                      value=False, color="default")
+        self.cumulative.param.watch(lambda e: self._redraw(), "value")
+        self.overlay = pn.widgets.Checkbox(label="show target samples over the densities", value=False)
+        self.overlay.param.watch(lambda e: self._show_overlay(), "value")
+        self.player = pn.widgets.Player(start=0, end=ANIMATION_STEPS, value=0, interval=60, loop_policy="loop",
+                                        show_loop_controls=False, width=300, show_value=False)
+        self.player.param.watch(lambda e: self._animate(), "value")
+
+    def _show_target(self) -> None:
+        picture = self.live.target_picture
+        self.target_model.set_target(picture.density, picture.points, self.spec.view)
+        self.animation.set_view(self.spec.view)
+        self._show_overlay()
+
+    def _show_overlay(self) -> None:
+        points = self.live.target_picture.points if self.overlay.value else None
+        self.density.show_overlay(points)
+        self.target_model.overlay.visible = self.overlay.value
+
+    def _push(self, frame) -> None:
+        self._latest = frame
+        now = time.perf_counter()
+        self._push_times = [t for t in self._push_times if now - t < 2.0] + [now]
+        with pn.io.hold():
+            self._draw(frame)
+            self.loss.update(self.live.history_steps, self.live.history_loss, self.live.evaluations, self._kl_label())
+            self._show_status(frame.step)
+
+
+    def _draw(self, frame) -> None:
+        views, titles = frame.views, frame.layer_titles
+        update_images(self.density.images, [self.density.update(views, self.spec.view, titles),
+                                            self.log_det.update(views, self.spec.view, titles, self.cumulative.value)])
+        self.samples.update(views, self.spec.view, titles)
+        self.target_model.update(views)
+        depth = len(views.layers)
+        self.player.end = max(depth, 1) * ANIMATION_STEPS
+        self.animation.show(views, titles, self.player.value / ANIMATION_STEPS)
+        if self.overlay.value:
+            self._show_overlay()
+
+    def _redraw(self) -> None:
+        if self._latest is not None:
+            with pn.io.hold():
+                self._draw(self._latest)
+
+    def _animate(self) -> None:
+        if self._latest is not None:
+            self.animation.show(self._latest.views, self._latest.layer_titles, self.player.value / ANIMATION_STEPS)
+
+    def _kl_label(self) -> str:
+        if not TARGETS[self.spec.target.name].info.exact_density:
+            return ""
+        return "true KL(p‖q)" if self.spec.training["objective"] == "forward_kl" else "true KL(q‖p)"
+
+    def frames_per_second(self) -> float:
+        now = time.perf_counter()
+        recent = [t for t in self._push_times if now - t < 2.0]
+        return (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 2 and now - recent[-1] < 1 else 0.0
+
+    def _show_status(self, step: int | None = None) -> None:
+        live = self.live
+        step = live.step if step is None else step
+        parts = [f"<b>step <span id='fv-step'>{step:,}</span></b>"]
+        if live.playing:
+            parts.append(f"{live.steps_per_second():.0f} steps/s")
+            parts.append(f"{self.frames_per_second():.1f} frames/s")
+        if live.history_loss:
+            recent = live.history_loss[-20:]
+            parts.append(f"loss <span id='fv-loss'>{sum(recent) / len(recent):.3f}</span> nats")
+        evaluation = live.latest_evaluation()
+        if evaluation is not None:
+            parts.append(f"held-out NLL {evaluation.test_nll:.3f} nats")
+            if evaluation.kl is not None:
+                parts.append(f"{self._kl_label().replace('true ', '')} {evaluation.kl:.3f} nats")
+        html = " · ".join(parts)
+        if html != self.status.object:
+            self.status.object = html
+
+    def _say(self, text: str) -> None:
+        self.message = text
+        self.alert.object = text
+        self.alert.visible = bool(text)
+
+    # -- layout ------------------------------------------------------------------------------------
+    def sidebar(self) -> list:
+        card = dict(sizing_mode="stretch_width", collapsible=True, margin=(4, 0))
+        return [
+            pn.Card(self.preset_select, pn.pane.Markdown("Open a preset file:", margin=(0, 5)), self.preset_upload,
+                    self.download, self.link, title="Experiment", **card),
+            pn.Card(self.target_picker, self.target_form_holder, self.points_note, self.points_upload,
+                    title="Target", **card),
+            pn.Card(self.base_select, self.base_learnable, self.base_form_holder, title="Base distribution", **card),
+            pn.Card(self.objective, self.learning_rate, self.batch_size, self.grad_clip, self.anneal, self.seed,
+                    self.device, self.resolution, title="Training", **card),
+        ]
+
+    def main(self) -> list:
+        toolbar = pn.Row(self.play_button, self.step_button, self.reset_button, self.speed, self.status,
+                         sizing_mode="stretch_width", align="center")
+        editor = pn.Row(pn.Column(self.stack, sizing_mode="stretch_width"),
+                        pn.Column(self.layer_form_holder, width=320), sizing_mode="stretch_width")
+        overview = pn.FlexBox(self.target_model.target_fig, self.target_model.model_fig,
+                              pn.Column(self.animation.fig, self.player), self.loss.fig, gap="8px")
+        return [
+            toolbar,
+            self.alert,
+            editor,
+            overview,
+            pn.Column(self.overlay, self.density.figure, sizing_mode="stretch_width"),
+            pn.Column(self.cumulative, self.log_det.figure, sizing_mode="stretch_width"),
+            self.samples.figure,
+        ]
+
+    def __panel__(self):
+        return pn.Row(pn.Column(*self.sidebar(), width=360), pn.Column(*self.main(), sizing_mode="stretch_width"))
+

@@ -1,0 +1,300 @@
+"""Live training for one browser session: the model, a training thread and a rendering thread.
+
+Nothing here imports Panel or Bokeh. The explorer drives a `LiveSession` (play, pause, step, edit)
+and polls `take_frame()` from a periodic callback; the frames are plain numpy.
+
+Why two threads: a frame (every depth of the flow on a grid) costs several training steps. Rendering
+on a copy of the weights in its own thread lets training run on while the frame is computed, so the
+view refreshes ~10 times a second and training keeps most of its headless speed. torch releases the
+GIL inside its kernels, so the two threads overlap on two cores.
+
+Example:
+    >>> live = LiveSession(ExperimentSpec.from_dict({"layers": [{"type": "affine_coupling"}]}))
+    >>> live.step_once(); live.step
+    1
+    >>> live.render().views.log_q.shape[0]   # depths 0..K
+    2
+    >>> live.close()
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from flowviz.core.build import build_base, build_flow, build_layer
+from flowviz.core.flow import Flow
+from flowviz.core.grid import GridRequest, GridViews, evaluate_grid, target_image
+from flowviz.core.layers import Layer
+from flowviz.core.spec import ExperimentSpec, LayerSpec
+from flowviz.core.training import Evaluation, Trainer, TrainingDiverged
+
+SAMPLES_SHOWN = 600  # base samples pushed through the stack in the sample views
+TARGET_POINTS_SHOWN = 600
+LIVE_RESOLUTION = 48  # grid side while training runs; the spec's resolution when paused
+MAX_FPS = 12.0
+
+
+@dataclass
+class Frame:
+    """What the views draw, taken at one training step."""
+
+    step: int
+    views: GridViews
+    layer_titles: list[str]  # title of the layer at each depth 1..K
+
+
+@dataclass
+class TargetPicture:
+    density: np.ndarray  # (R, R) target density on the view grid
+    points: np.ndarray  # (n, 2) target samples to overlay
+
+
+class LiveSession:
+    """One session's experiment. Thread-safe: the UI thread edits, the worker threads train and render.
+
+    `layer_ids` name the layers of the stack across edits: a layer whose id, type and settings
+    survive an edit keeps its trained weights.
+    """
+
+    def __init__(self, spec: ExperimentSpec, device: str = "cpu", layer_ids: list[int] | None = None):
+        self._lock = threading.RLock()  # guards the model, the trainer and the histories
+        self._stop = threading.Event()
+        self._playing = threading.Event()
+        self._snapshot_wanted = threading.Event()
+        self._snapshot_ready = threading.Event()
+        self._snapshot: tuple[Flow, int] | None = None
+        self._frame_lock = threading.Lock()
+        self._frame: Frame | None = None
+        self._threads: list[threading.Thread] = []
+        self.steps_per_frame = 0  # 0: as many as fit between frames; n: at most n (slow motion)
+        self.error: str | None = None
+        self.frames_rendered = 0
+        self._step_times: deque[float] = deque(maxlen=400)
+        self._frame_times: deque[float] = deque(maxlen=60)
+        self._steps_since_snapshot = 0
+        self._load(spec, device, layer_ids)
+
+    # -- building -----------------------------------------------------------------------------------
+    def _load(self, spec: ExperimentSpec, device: str, layer_ids: list[int] | None) -> None:
+        flow = build_flow(spec)
+        trainer = Trainer(spec, device, flow)
+        with self._lock:
+            self.spec, self.device, self.trainer = spec, device, trainer
+            self.layer_ids = list(layer_ids) if layer_ids is not None else list(range(len(spec.layers)))
+            self._modules = {i: (layer, module) for i, layer, module in zip(self.layer_ids, spec.layers, flow.layers)}
+            self.history_steps: list[int] = []
+            self.history_loss: list[float] = []
+            self.evaluations: list[Evaluation] = []
+            self._prepare_views()
+
+    def _prepare_views(self) -> None:
+        spec = self.spec
+        self._noise_seed = spec.seed + 1
+        request = GridRequest.from_view(spec.view)
+        points = self.trainer.target.sample(TARGET_POINTS_SHOWN, torch.Generator().manual_seed(spec.seed + 2))
+        self.target_picture = TargetPicture(target_image(self.trainer.target, request, seed=spec.seed), points.numpy())
+
+    @property
+    def flow(self) -> Flow:
+        return self.trainer.flow
+
+    @property
+    def step(self) -> int:
+        return self.trainer.step_count
+
+    def load(self, spec: ExperimentSpec, layer_ids: list[int] | None = None) -> None:
+        """A different experiment altogether, untrained (a preset, a file, a link)."""
+        self.pause()
+        with self._lock:
+            self._load(spec, self.device, layer_ids)
+            self.error = None
+
+    def reset(self) -> None:
+        """Back to the spec's untrained state (same seed, same weights as a fresh link)."""
+        with self._lock:
+            self._load(self.spec, self.device, self.layer_ids)
+            self.error = None
+
+    def apply(self, spec: ExperimentSpec, layer_ids: list[int], device: str | None = None) -> None:
+        """Move to an edited spec, keeping what the edit did not touch.
+
+        Layers whose id, type and settings are unchanged keep their weights; a new or re-configured
+        layer starts fresh (couplings and splines start as the identity, so the density does not
+        jump). A new seed rebuilds everything. A new target or objective clears the loss curve.
+        """
+        if len(layer_ids) != len(spec.layers):
+            raise ValueError("one id per layer")
+        device = self.device if device is None else device
+        with self._lock:
+            old = self.spec
+            if spec.seed != old.seed:
+                self._load(spec, device, layer_ids)
+                return
+            base = self.flow.base if spec.base == old.base else build_base(spec.base, spec.seed)
+            modules: dict[int, tuple[LayerSpec, Layer]] = {}
+            for layer_id, layer in zip(layer_ids, spec.layers):
+                kept = self._modules.get(layer_id)
+                same = kept is not None and (kept[0].type, kept[0].settings) == (layer.type, layer.settings)
+                module = kept[1] if same else build_layer(layer, spec.seed * 1009 + layer_id)
+                modules[layer_id] = (layer, module)
+            flow = Flow(base, [modules[i][1] for i in layer_ids], [layer.enabled for layer in spec.layers])
+            same_problem = spec.target == old.target and spec.training["objective"] == old.training["objective"]
+            structure_same = (device == self.device and base is self.flow.base
+                              and [m for _, m in modules.values()] == list(self.flow.layers))
+            if same_problem and structure_same:
+                self.trainer.retune(spec)
+                self.flow.enabled = flow.enabled
+            else:
+                previous = self.trainer
+                self.trainer = Trainer(spec, device, flow)
+                if same_problem:  # the same curve goes on: keep the step count (and the annealing)
+                    self.trainer.step_count = previous.step_count
+                    self.trainer.losses = previous.losses
+                else:
+                    self.history_steps, self.history_loss, self.evaluations = [], [], []
+                    self.trainer.step_count = 0
+            target_changed = spec.target != old.target or spec.view != old.view or spec.seed != old.seed
+            self.spec, self.device, self.layer_ids, self._modules = spec, device, list(layer_ids), modules
+            if target_changed:
+                self._prepare_views()
+            self.error = None
+
+    # -- training -----------------------------------------------------------------------------------
+    def _train_one(self) -> bool:
+        """One step under the lock; False (and paused, with `error` set) if it diverged."""
+        with self._lock:
+            try:
+                loss = self.trainer.step()
+            except TrainingDiverged as diverged:
+                self.error = str(diverged)
+                self._playing.clear()
+                return False
+            self.history_steps.append(self.trainer.step_count)
+            self.history_loss.append(loss)
+            if self.trainer.step_count % self.trainer.settings["eval_every"] == 0:
+                self.evaluations.append(self.trainer.evaluate())
+            self._step_times.append(time.perf_counter())
+            return True
+
+    def step_once(self) -> bool:
+        return self._train_one()
+
+    @property
+    def playing(self) -> bool:
+        return self._playing.is_set()
+
+    def play(self) -> None:
+        self.error = None
+        if not self._threads:
+            self._threads = [threading.Thread(target=self._train_loop, name="flowviz-train", daemon=True),
+                             threading.Thread(target=self._render_loop, name="flowviz-render", daemon=True)]
+            for thread in self._threads:
+                thread.start()
+        self._playing.set()
+
+    def pause(self) -> None:
+        self._playing.clear()
+
+    def close(self) -> None:
+        """Stop and join the threads (the session is gone). Idempotent."""
+        self._stop.set()
+        self._playing.set()  # wake the loops so they see the stop flag
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads = []
+
+    def _train_loop(self) -> None:
+        while not self._stop.is_set():
+            if not self._playing.wait(0.2) or self._stop.is_set():
+                continue
+            if self._snapshot_wanted.is_set():
+                self._serve_snapshot()
+            if self.steps_per_frame and self._steps_since_snapshot >= self.steps_per_frame:
+                self._snapshot_wanted.wait(0.05)  # slow motion: wait for the frame to show these steps
+                continue
+            if self._train_one():
+                self._steps_since_snapshot += 1
+
+    def _serve_snapshot(self) -> None:
+        with self._lock:
+            replica = copy.deepcopy(self.flow)
+            self._snapshot = (replica, self.trainer.step_count)
+            self._steps_since_snapshot = 0
+        self._snapshot_wanted.clear()
+        self._snapshot_ready.set()
+
+    def _render_loop(self) -> None:
+        last = 0.0
+        while not self._stop.is_set():
+            if not self._playing.wait(0.2) or self._stop.is_set():
+                continue
+            pause = 1 / MAX_FPS - (time.perf_counter() - last)
+            if pause > 0:
+                time.sleep(pause)
+            last = time.perf_counter()
+            self._snapshot_ready.clear()
+            self._snapshot_wanted.set()
+            if not self._snapshot_ready.wait(0.5):
+                continue
+            flow, step = self._snapshot
+            frame = self._render(flow, step, min(LIVE_RESOLUTION, self.spec.view["resolution"]))
+            self._publish(frame)
+
+    # -- frames -------------------------------------------------------------------------------------
+    def _render(self, flow: Flow, step: int, resolution: int) -> Frame:
+        request = replace(GridRequest.from_view({**self.spec.view, "resolution": resolution}), grid_lines=13, line_points=33)
+        noise = flow.base.sample(SAMPLES_SHOWN, torch.Generator().manual_seed(self._noise_seed)).detach()
+        views = evaluate_grid(flow, request, noise)
+        titles = [flow.layers[i].info.title for i in views.layers]
+        return Frame(step, views, titles)
+
+    def _publish(self, frame: Frame) -> None:
+        with self._frame_lock:
+            self._frame = frame
+            self.frames_rendered += 1
+            self._frame_times.append(time.perf_counter())
+
+    def render(self, resolution: int | None = None) -> Frame:
+        """Render now, in the caller's thread (used while paused and after edits); also published."""
+        with self._lock:
+            frame = self._render(self.flow, self.step, resolution or self.spec.view["resolution"])
+        self._publish(frame)
+        return frame
+
+    def take_frame(self) -> Frame | None:
+        """The newest frame not yet taken, or None."""
+        with self._frame_lock:
+            frame, self._frame = self._frame, None
+        return frame
+
+    # -- rates --------------------------------------------------------------------------------------
+    @staticmethod
+    def _rate(times: deque[float], window: float = 2.0) -> float:
+        now = time.perf_counter()
+        recent = [t for t in list(times) if now - t <= window]
+        if len(recent) < 2:
+            return 0.0
+        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-9) if now - recent[-1] < 1.0 else 0.0
+
+    def steps_per_second(self) -> float:
+        return self._rate(self._step_times)
+
+    def frames_per_second(self) -> float:
+        return self._rate(self._frame_times)
+
+    def latest_evaluation(self) -> Evaluation | None:
+        return self.evaluations[-1] if self.evaluations else None
+
+    def evaluate_now(self) -> Evaluation:
+        with self._lock:
+            evaluation = self.trainer.evaluate()
+            self.evaluations.append(evaluation)
+            return evaluation
+

@@ -1,0 +1,98 @@
+"""Small widgets the explorer needs that Panel lacks: target thumbnails and forms built from settings."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import io
+from typing import Any
+
+import numpy as np
+import panel as pn
+import param
+from matplotlib import colormaps
+from panel.custom import JSComponent
+from PIL import Image
+
+from flowviz.core.grid import GridRequest, target_image
+from flowviz.core.settings import Setting
+from flowviz.core.targets import TARGETS
+
+
+@functools.cache
+def _thumbnail(name: str, size: int = 56) -> str:
+    """A PNG data URL of target `name`'s density: computed once per process, read-only after."""
+    density = target_image(TARGETS[name](), GridRequest(resolution=size), samples=20_000)
+    top = float(np.quantile(density, 0.995)) or 1.0
+    rgba = colormaps["viridis"](np.clip(density / top, 0, 1)[::-1], bytes=True)
+    buffer = io.BytesIO()
+    Image.fromarray(rgba).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def target_options() -> list[dict[str, str]]:
+    return [{"name": name, "title": entry.info.title, "kind": entry.info.kind, "description": entry.info.description,
+             "src": _thumbnail(name)} for name, entry in TARGETS.items() if entry.info.kind != "points"]
+
+
+class TargetPicker(JSComponent):
+    """A grid of target thumbnails; clicking (or Enter on) one sets `value`."""
+
+    options = param.List(default=[])
+    value = param.String(default="")
+
+    _esm = """
+export function render({ model }) {
+  const grid = document.createElement('div'); grid.className = 'fv-targets';
+  function draw() {
+    grid.replaceChildren(...model.options.map(o => {
+      const tile = document.createElement('button');
+      tile.className = 'fv-target' + (o.name === model.value ? ' fv-chosen' : '');
+      tile.title = `${o.title}: ${o.description}`; tile.dataset.name = o.name;
+      tile.setAttribute('aria-pressed', String(o.name === model.value));
+      const img = document.createElement('img'); img.src = o.src; img.alt = '';
+      const label = document.createElement('span'); label.textContent = o.title;
+      tile.append(img, label);
+      tile.addEventListener('click', () => { model.value = o.name; });
+      return tile; }));
+  }
+  draw(); model.on('value', draw); model.on('options', draw);
+  return grid;
+}"""
+    _stylesheets = ["""
+.fv-targets { display: grid; grid-template-columns: repeat(4, 1fr); gap: 5px; }
+.fv-target { display: flex; flex-direction: column; align-items: center; gap: 2px; padding: 3px; cursor: pointer;
+  border: 2px solid transparent; border-radius: 6px; background: #f7f8fa; font-size: 11px; color: #334; }
+.fv-target img { width: 100%; max-width: 56px; aspect-ratio: 1; border-radius: 3px; image-rendering: pixelated; }
+.fv-target span { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; max-width: 100%; }
+.fv-target:hover { background: #e7edf7; }
+.fv-target.fv-chosen { border-color: #2a6fdb; background: #eaf1ff; font-weight: 600; }
+.fv-target:focus-visible { outline: 3px solid #2a6fdb; }
+"""]
+
+
+def setting_widget(setting: Setting, value: Any) -> pn.widgets.Widget:
+    """A widget for one typed setting, labelled with its name and bounds, its doc as the tooltip."""
+    label = setting.name.replace("_", " ")
+    common = {"label": label, "description": setting.doc or None}
+    if setting.kind == "bool":
+        return pn.widgets.Checkbox(value=value, label=label)  # a checkbox has no tooltip slot
+    if setting.kind == "choice":
+        return pn.widgets.Select(options=list(setting.choices), value=value, **common)
+    if setting.kind == "int":
+        return pn.widgets.IntInput(value=value, start=int(setting.low), end=int(setting.high), **common)
+    return pn.widgets.FloatInput(value=value, start=setting.low, end=setting.high, format="0.[00000]", **common)
+
+
+class SettingsForm:
+    """Widgets for a tuple of settings; `values()` reads them back as a dict for the spec validator."""
+
+    def __init__(self, settings: tuple[Setting, ...], values: dict[str, Any], on_change):
+        self.settings = settings
+        self.widgets = {s.name: setting_widget(s, values.get(s.name, s.default)) for s in settings}
+        for widget in self.widgets.values():
+            widget.param.watch(lambda _event: on_change(), "value")
+        self.panel = pn.Column(*self.widgets.values(), margin=0) if settings else pn.Column(margin=0)
+
+    def values(self) -> dict[str, Any]:
+        return {name: widget.value for name, widget in self.widgets.items()}

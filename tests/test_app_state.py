@@ -1,0 +1,276 @@
+"""The explorer's state and callbacks, without a browser: the layer stack, the live session and the
+page's reactions to edits, files and links."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from flowviz.core.link import spec_to_link
+from flowviz.core.spec import ExperimentSpec
+from flowviz.ui.explorer import Explorer
+from flowviz.ui.live import LiveSession
+from flowviz.ui.stack import LayerStack
+
+MOONS = ExperimentSpec.from_dict({
+    "target": {"name": "moons"},
+    "layers": [{"type": "affine_coupling", "settings": {"transformed": t}} for t in ("z2", "z1", "z2", "z1")],
+    "training": {"learning_rate": 3e-3, "batch_size": 256, "eval_every": 20},
+    "view": {"resolution": 32},
+})
+
+
+def flowviz_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("flowviz-")]
+
+
+def wait_for(condition, timeout=20.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+# -- the layer stack --------------------------------------------------------------------------------
+def test_stack_add_move_toggle_remove():
+    stack = LayerStack()
+    for layer in ("planar", "radial", "swap"):
+        stack.act({"action": "add", "type": layer})
+    stack.act({"action": "add", "type": "actnorm", "index": 0})
+    assert [i["type"] for i in stack.items] == ["actnorm", "planar", "radial", "swap"]
+    ids = stack.ids()
+    stack.act({"action": "move", "from": 3, "to": 1})  # drop "swap" before "planar"
+    assert [i["type"] for i in stack.items] == ["actnorm", "swap", "planar", "radial"]
+    stack.act({"action": "move", "from": 0, "to": 4})  # to the output end
+    assert [i["type"] for i in stack.items] == ["swap", "planar", "radial", "actnorm"]
+    assert sorted(stack.ids()) == sorted(ids)  # ids follow the layers
+    stack.act({"action": "toggle", "index": 1})
+    assert [i["enabled"] for i in stack.items] == [True, False, True, True]
+    stack.act({"action": "remove", "index": 0})
+    assert [i["type"] for i in stack.items] == ["planar", "radial", "actnorm"]
+    assert stack.message == ""
+
+
+@pytest.mark.parametrize("action", [
+    {"action": "add", "type": "no_such_layer"},
+    {"action": "remove", "index": 7},
+    {"action": "move", "from": "0", "to": 1},
+    {"action": "explode"},
+])
+def test_stack_refuses_bad_actions_and_keeps_the_stack(action):
+    stack = LayerStack()
+    stack.act({"action": "add", "type": "planar"})
+    before = list(stack.items)
+    stack.act(action)
+    assert stack.items == before
+    assert stack.message
+
+
+def test_stack_enforces_the_layer_limit():
+    stack = LayerStack()
+    for _ in range(32):
+        stack.act({"action": "add", "type": "swap"})
+    stack.act({"action": "add", "type": "swap"})
+    assert len(stack.items) == 32
+    assert "at most 32" in stack.message
+
+
+def test_stack_messages_from_the_browser_are_actions():
+    stack = LayerStack()
+    stack._handle_msg({"action": "add", "type": "radial"})
+    stack._handle_msg("not a dict")
+    assert [i["type"] for i in stack.items] == ["radial"]
+
+
+# -- the live session -------------------------------------------------------------------------------
+def test_an_edit_keeps_the_weights_of_untouched_layers():
+    live = LiveSession(MOONS)
+    for _ in range(30):
+        live.step_once()
+    x = torch.randn(500, 2, generator=torch.Generator().manual_seed(0))
+    before = live.flow.log_prob(x).detach()
+    kept = [{k: v.clone() for k, v in layer.state_dict().items()} for layer in live.flow.layers]
+
+    # Add an affine coupling (a fresh one is the identity) in the middle, and switch nothing off.
+    layers = list(MOONS.layers)
+    layers.insert(2, layers[0])
+    spec = MOONS.replace(layers=[{"type": l.type, "settings": l.settings} for l in layers])
+    live.apply(spec, [0, 1, 10, 2, 3])
+    assert live.step == 30  # the same curve goes on
+    for old, new in zip(kept, [live.flow.layers[i] for i in (0, 1, 3, 4)]):
+        for key, value in new.state_dict().items():
+            torch.testing.assert_close(value, old[key], rtol=0, atol=0)
+    torch.testing.assert_close(live.flow.log_prob(x).detach(), before, rtol=0, atol=1e-5)
+    live.close()
+
+
+def test_switching_a_layer_off_keeps_its_weights_and_skips_it():
+    live = LiveSession(MOONS)
+    for _ in range(20):
+        live.step_once()
+    weights = {k: v.clone() for k, v in live.flow.layers[1].state_dict().items()}
+    off = MOONS.replace(layers=[{"type": l.type, "settings": l.settings, "enabled": i != 1}
+                                for i, l in enumerate(MOONS.layers)])
+    live.apply(off, [0, 1, 2, 3])
+    assert [p for p, _ in live.flow.active()] == [0, 2, 3]
+    assert len(live.render().views.layers) == 3
+    live.apply(MOONS, [0, 1, 2, 3])
+    for key, value in live.flow.layers[1].state_dict().items():
+        assert torch.equal(value, weights[key])
+    live.close()
+
+
+def test_a_new_learning_rate_keeps_adams_state():
+    live = LiveSession(MOONS)
+    for _ in range(5):
+        live.step_once()
+    optimizer = live.trainer.optimizer
+    live.apply(MOONS.replace(training={"learning_rate": 1e-4}), [0, 1, 2, 3])
+    assert live.trainer.optimizer is optimizer
+    assert optimizer.param_groups[0]["lr"] == 1e-4
+    live.close()
+
+
+def test_a_new_target_starts_a_new_curve():
+    live = LiveSession(MOONS)
+    for _ in range(5):
+        live.step_once()
+    live.apply(MOONS.replace(target={"name": "8gaussians"}), [0, 1, 2, 3])
+    assert live.step == 0 and live.history_loss == []
+    live.close()
+
+
+@pytest.mark.slow
+def test_playing_trains_renders_and_closing_stops_the_threads():
+    live = LiveSession(MOONS)
+    live.play()
+    assert wait_for(lambda: live.step > 60 and live.frames_rendered > 3)
+    frame = live.take_frame()
+    assert frame is not None and frame.views.log_q.shape == (5, 32, 32)
+    assert live.take_frame() is None or live.frames_rendered > 4  # each frame is taken once
+    live.pause()
+    time.sleep(0.3)
+    paused_at = live.step
+    time.sleep(0.3)
+    assert live.step == paused_at
+    losses = live.history_loss
+    assert np.mean(losses[-20:]) < np.mean(losses[:20])
+    live.close()
+    assert flowviz_threads() == []
+
+
+def test_slow_motion_renders_every_step():
+    live = LiveSession(MOONS)
+    live.steps_per_frame = 1
+    live.play()
+    assert wait_for(lambda: live.step >= 5)
+    live.pause()
+    time.sleep(0.2)
+    # Each frame shows at most one new step: frames keep up with steps.
+    assert live.frames_rendered >= live.step - 2
+    live.close()
+
+
+# -- the explorer -----------------------------------------------------------------------------------
+@pytest.fixture
+def explorer():
+    page = Explorer(MOONS)
+    yield page
+    page.close()
+
+
+def test_dragging_a_layer_in_changes_the_spec_and_the_plots(explorer):
+    before = [np.array(a) for a in explorer.density.images.data["density"]]
+    explorer.stack.act({"action": "add", "type": "spline_coupling", "index": 0})
+    assert [l.type for l in explorer.spec.layers][:2] == ["spline_coupling", "affine_coupling"]
+    after = explorer.density.images.data["density"]
+    assert len(after) == len(before) + 1
+    assert "k = 1\nRational" in explorer.density.labels.data["text"][1]
+
+
+def test_a_step_moves_the_counter_and_the_views(explorer):
+    model_before = np.array(explorer.target_model.model.data["image"][0])
+    explorer._step()
+    assert explorer.live.step == 1
+    assert "step <span id='fv-step'>1</span>" in explorer.status.object
+    assert not np.array_equal(model_before, explorer.target_model.model.data["image"][0])
+
+
+def test_a_bad_training_value_is_refused_and_nothing_changes(explorer):
+    explorer._step()
+    spec, weights = explorer.spec, {k: v.clone() for k, v in explorer.live.flow.state_dict().items()}
+    explorer.grad_clip.value = -1.0
+    assert "training.grad_clip" in explorer.message
+    assert explorer.spec == spec
+    assert explorer.grad_clip.value == spec.training["grad_clip"]  # the control snapped back
+    for key, value in explorer.live.flow.state_dict().items():
+        assert torch.equal(value, weights[key])
+
+
+def test_reverse_kl_on_a_sample_only_target_says_what_to_do(explorer):
+    explorer.target_picker.value = "checkerboard"
+    assert explorer.spec.target.name == "checkerboard"
+    explorer.objective.value = "reverse_kl"
+    assert "reverse KL needs a target density" in explorer.message
+    assert explorer.spec.training["objective"] == "forward_kl"
+
+
+def test_uploading_points_trains_on_them_and_a_bad_file_changes_nothing(explorer):
+    points = np.random.default_rng(0).normal(size=(300, 2)) * [3, 1]
+    csv = ("x,y\n" + "\n".join(f"{a},{b}" for a, b in points)).encode()
+    explorer.points_upload.filename = "mine.csv"
+    explorer.points_upload.value = csv
+    assert explorer.spec.target.name == "points" and len(explorer.spec.target.points) == 300
+    assert "300 points from mine.csv" in explorer.points_note.object
+    good = explorer.spec
+    explorer.points_upload.filename = "broken.csv"
+    explorer.points_upload.value = b"x,y\n1,2\n3,oops\n"
+    assert "line 3" in explorer.message and "broken.csv" in explorer.message
+    assert explorer.spec == good
+
+
+def test_loading_a_preset_file_and_a_broken_one(explorer, presets):
+    spec = ExperimentSpec.load(presets[0])
+    explorer.preset_upload.value = spec.to_json().encode()
+    assert explorer.spec == spec
+    assert [i["type"] for i in explorer.stack.items] == [l.type for l in spec.layers]
+    explorer.preset_upload.value = b'{"layers": [{"type": "planar", "settings": {"K": 3}}]}'
+    assert "layers[0].settings.K" in explorer.message
+    assert explorer.spec == spec
+
+
+def test_the_preset_picker_loads_each_preset(explorer, presets):
+    for title in explorer.presets:
+        explorer.preset_select.value = title
+        assert explorer.spec.title == title
+
+
+def test_a_link_reopens_the_same_experiment(explorer):
+    explorer.seed.value = 42
+    explorer.stack.act({"action": "add", "type": "radial"})
+    reopened, problem = Explorer.from_link(spec_to_link(explorer.spec))
+    assert problem == "" and reopened.spec == explorer.spec
+    x = torch.randn(100, 2, generator=torch.Generator().manual_seed(1))
+    fresh = Explorer(explorer.spec)
+    torch.testing.assert_close(reopened.live.flow.log_prob(x), fresh.live.flow.log_prob(x), rtol=0, atol=0)
+    reopened.close()
+    fresh.close()
+
+
+def test_a_broken_link_opens_the_default_and_says_so():
+    page, problem = Explorer.from_link("not-a-link")
+    assert "could not be opened" in problem
+    page.close()
+
+
+def test_the_layer_form_edits_one_layer(explorer):
+    explorer.stack.act({"action": "select", "index": 1})
+    form_widgets = explorer.layer_form_holder.objects[1].objects
+    hidden = next(w for w in form_widgets if w.label == "hidden")
+    hidden.value = 32
+    assert explorer.spec.layers[1].settings["hidden"] == 32
+    assert explorer.spec.layers[0].settings["hidden"] == 64

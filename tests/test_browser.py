@@ -1,0 +1,196 @@
+"""The explorer in a real browser: headless Chromium (the system `chromium` package) driven by
+Playwright, against the app served in this process so the tests can look at each session's state."""
+
+import os
+import shutil
+import socket
+import time
+
+import panel as pn
+import pytest
+
+from flowviz.app import create_app
+from flowviz.core.link import spec_to_link
+from flowviz.core.spec import ExperimentSpec
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("FLOWVIZ_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+LOCAL = ("http://localhost", "http://127.0.0.1", "ws://localhost", "ws://127.0.0.1", "data:", "blob:")
+
+
+def wait_until(condition, timeout=30.0, message="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {message}")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"no Chromium at {CHROMIUM}: install it (apt-get install chromium) or set FLOWVIZ_CHROMIUM")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The app on a free port; `sessions` collects each page's Explorer as it is created."""
+    sessions = []
+
+    def app():
+        args = pn.state.session_args.get("spec")
+        template = create_app(args[0].decode() if args else None)
+        sessions.append(template.explorer)
+        return template
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pn.extension(notifications=False)
+    thread = pn.serve({"app": app}, port=port, threaded=True, show=False)
+    wait_until(lambda: _listening(port), 30, "the server")
+    yield f"http://localhost:{port}/app", sessions
+    thread.stop()
+    for explorer in sessions:
+        explorer.close()
+
+
+def _listening(port):
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def page(browser, server):
+    """A fresh page that records console errors and blocks (and records) any non-local request."""
+    url, sessions = server
+    context = browser.new_context(viewport={"width": 1600, "height": 1200})
+    page = context.new_page()
+    page.errors, page.external = [], []
+    page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+
+    def route(r):
+        if r.request.url.startswith(LOCAL):
+            r.continue_()
+        else:
+            page.external.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.open = lambda suffix="": _open(page, url + suffix, sessions)
+    yield page
+    context.close()
+
+
+def _open(page, url, sessions):
+    count = len(sessions)
+    page.goto(url)
+    page.get_by_role("button", name="▶ Play").wait_for(timeout=60_000)
+    wait_until(lambda: len(sessions) > count, 30, "the session")
+    page.locator(".fv-stack-item").first.wait_for(timeout=30_000)
+    return sessions[-1]
+
+
+def test_the_page_loads_offline_without_console_errors(page):
+    explorer = page.open()
+    page.wait_for_timeout(1500)
+    assert page.external == []
+    assert page.errors == []
+    assert page.locator(".fv-stack-item").count() == len(explorer.spec.layers)
+    assert page.locator(".fv-target").count() >= 12  # every toy and energy as a thumbnail
+
+
+def test_dragging_a_layer_into_the_stack_changes_the_plots(page):
+    explorer = page.open()
+    layers = len(explorer.spec.layers)
+    labels = list(explorer.density.labels.data["text"])
+    page.locator(".fv-palette-item[data-type=planar]").drag_to(page.locator(".fv-stack-item").first)
+    wait_until(lambda: len(explorer.spec.layers) == layers + 1, 10, "the new layer")
+    assert explorer.spec.layers[0].type == "planar"
+    wait_until(lambda: page.locator(".fv-stack-item").count() == layers + 1, 10, "the stack to redraw")
+    # Every strip gets a panel for the new layer.
+    wait_until(lambda: len(explorer.density.images.data["density"]) == layers + 2, 10, "the new panel")
+    assert explorer.density.labels.data["text"] != labels
+    assert "Planar" in explorer.density.labels.data["text"][1]
+    # Reorder by dragging: the planar layer goes below the first coupling.
+    page.locator(".fv-stack-item").first.drag_to(page.locator(".fv-stack-item").nth(2))
+    wait_until(lambda: explorer.spec.layers[0].type != "planar", 10, "the reorder")
+    assert [l.type for l in explorer.spec.layers].count("planar") == 1
+    # Keyboard: Delete removes the focused layer.
+    page.locator(".fv-stack-item").nth(0).focus()
+    page.keyboard.press("Delete")
+    wait_until(lambda: len(explorer.spec.layers) == layers, 10, "the removal")
+    assert page.errors == []
+
+
+def _step_counter(page) -> int:
+    return int(page.locator("#fv-step").inner_text().replace(",", ""))
+
+
+def test_play_raises_the_step_counter_and_lowers_the_loss(page):
+    explorer = page.open()
+    page.get_by_role("button", name="▶ Play").click()
+    wait_until(lambda: _step_counter(page) > 20, 30, "training to start")
+    first_loss = float(page.locator("#fv-loss").inner_text())
+    wait_until(lambda: _step_counter(page) > 300, 90, "300 steps")
+    page.get_by_role("button", name="⏸ Pause").click()
+    wait_until(lambda: not explorer.live.playing, 10, "the pause")
+    page.wait_for_timeout(500)
+    assert float(page.locator("#fv-loss").inner_text()) < first_loss - 0.2
+    assert page.errors == []
+
+
+def test_uploading_a_good_file_and_a_bad_one(page, tmp_path):
+    explorer = page.open()
+    good = tmp_path / "ring.csv"
+    good.write_text("x,y\n" + "\n".join(f"{i % 7},{(i * 3) % 11}" for i in range(200)))
+    upload = page.locator("input[type=file][accept*='.csv']")
+    upload.set_input_files(str(good))
+    wait_until(lambda: explorer.spec.target.name == "points", 20, "the upload")
+    assert len(explorer.spec.target.points) == 200
+    page.get_by_text("200 points from ring.csv").wait_for(timeout=10_000)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y\n1,2\n3,4\n5,six\n")
+    upload.set_input_files(str(bad))
+    page.get_by_text("line 4").wait_for(timeout=10_000)
+    assert explorer.spec.target.name == "points" and len(explorer.spec.target.points) == 200
+    assert page.errors == []
+
+
+def test_loading_a_preset_from_the_picker(page, presets):
+    explorer = page.open()
+    spec = ExperimentSpec.load(presets[0])
+    page.locator("select").first.select_option(label=spec.title)
+    wait_until(lambda: explorer.spec == spec, 20, "the preset")
+    wait_until(lambda: page.locator(".fv-stack-item").count() == len(spec.layers), 10, "the stack")
+
+
+def test_a_shared_link_reproduces_the_experiment(page, browser, server):
+    _, sessions = server
+    explorer = page.open()
+    page.locator(".fv-palette-item[data-type=radial]").locator("button").click()
+    wait_until(lambda: explorer.spec.layers[-1].type == "radial", 10, "the added layer")
+    packed = spec_to_link(explorer.spec)
+    address = lambda: page.evaluate("location.href")  # noqa: E731 (page.url misses history.replaceState)
+    wait_until(lambda: address().endswith("?spec=" + packed), 10, "the address bar to hold the experiment")
+    link = address()
+    assert explorer.link.value == link  # the link field offers the same address
+    other = browser.new_page()
+    try:
+        reopened = _open(other, link, sessions)
+        assert reopened is not explorer
+        assert reopened.spec == explorer.spec  # seed, stack, target, training: all of it
+        assert other.locator(".fv-stack-item").count() == len(explorer.spec.layers)
+    finally:
+        other.close()
