@@ -274,3 +274,12 @@ def test_the_layer_form_edits_one_layer(explorer):
     hidden.value = 32
     assert explorer.spec.layers[1].settings["hidden"] == 32
     assert explorer.spec.layers[0].settings["hidden"] == 64
+
+
+def test_a_removed_layers_id_is_never_reused():
+    stack = LayerStack()
+    for _ in range(3):
+        stack.act({"action": "add", "type": "planar"})
+    stack.act({"action": "remove", "index": 2})
+    stack.act({"action": "add", "type": "planar"})
+    assert stack.ids() == [0, 1, 3]  # id 2 named the removed layer's weights

@@ -57,7 +57,9 @@ def server():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     pn.extension(notifications=False)
-    thread = pn.serve({"app": app}, port=port, threaded=True, show=False)
+    # Closed tabs count as gone after 1 s (the default is 15 s, checked every 17 s).
+    thread = pn.serve({"app": app}, port=port, threaded=True, show=False,
+                      unused_session_lifetime_milliseconds=1000, check_unused_sessions_milliseconds=500)
     wait_until(lambda: _listening(port), 30, "the server")
     yield f"http://localhost:{port}/app", sessions
     thread.stop()
@@ -144,7 +146,7 @@ def test_play_raises_the_step_counter_and_lowers_the_loss(page):
     wait_until(lambda: _step_counter(page) > 20, 30, "training to start")
     first_loss = float(page.locator("#fv-loss").inner_text())
     wait_until(lambda: _step_counter(page) > 300, 90, "300 steps")
-    page.get_by_role("button", name="⏸ Pause").click()
+    page.get_by_role("button", name="❚❚ Pause").click()
     wait_until(lambda: not explorer.live.playing, 10, "the pause")
     page.wait_for_timeout(500)
     assert float(page.locator("#fv-loss").inner_text()) < first_loss - 0.2
@@ -194,3 +196,17 @@ def test_a_shared_link_reproduces_the_experiment(page, browser, server):
         assert other.locator(".fv-stack-item").count() == len(explorer.spec.layers)
     finally:
         other.close()
+
+
+def test_closing_the_tab_stops_its_training(browser, server):
+    _, sessions = server
+    url = server[0]
+    tab = browser.new_page()
+    explorer = _open(tab, url, sessions)
+    tab.get_by_role("button", name="▶ Play").click()
+    wait_until(lambda: explorer.live.step > 10, 30, "training")
+    tab.close()
+    wait_until(lambda: not explorer.live._threads, 20, "the session to be destroyed")
+    stopped_at = explorer.live.step
+    time.sleep(0.5)
+    assert explorer.live.step == stopped_at

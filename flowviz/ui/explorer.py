@@ -365,7 +365,7 @@ class Explorer(pn.viewable.Viewer):
         if event.new:
             self.live.steps_per_frame = self.speed.value
             self.live.play()
-            self.play_button.label = "⏸ Pause"
+            self.play_button.label = "❚❚ Pause"
             self.playing = True
         else:
             self.live.pause()
@@ -435,7 +435,7 @@ class Explorer(pn.viewable.Viewer):
         self.overlay = pn.widgets.Checkbox(label="show target samples over the densities", value=False)
         self.overlay.param.watch(lambda e: self._show_overlay(), "value")
         self.player = pn.widgets.Player(start=0, end=ANIMATION_STEPS, value=0, interval=60, loop_policy="loop",
-                                        show_loop_controls=False, width=300, show_value=False)
+                                        show_loop_controls=False, width=250, show_value=False)
         self.player.param.watch(lambda e: self._animate(), "value")
 
     def _show_target(self) -> None:

@@ -79,6 +79,7 @@ class LayerStack(JSComponent):
             for name, entry in LAYERS.items()
         ])
         super().__init__(**params)
+        self._next_id = len(self.items)  # ids are never reused, so a removed layer's weights never come back
 
     # -- building items ----------------------------------------------------------------------------
     @staticmethod
@@ -93,7 +94,8 @@ class LayerStack(JSComponent):
         return [i["id"] for i in self.items]
 
     def _new_id(self) -> int:
-        return max(self.ids(), default=-1) + 1
+        self._next_id = max(self._next_id, max(self.ids(), default=-1) + 1) + 1
+        return self._next_id - 1
 
     def set_layers(self, layers: tuple[LayerSpec, ...], ids: list[int] | None = None) -> None:
         ids = list(range(len(layers))) if ids is None else ids

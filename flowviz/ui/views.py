@@ -224,7 +224,7 @@ def packed_colors(samples0: np.ndarray) -> np.ndarray:
     return (rgb[:, 0] << 24) | (rgb[:, 1] << 16) | (rgb[:, 2] << 8) | np.uint32(255)
 
 
-def square_figure(title: str, view: dict, size: int = 280):
+def square_figure(title: str, view: dict, size: int = 250):
     fig = figure(title=title, width=size, height=size + 30, match_aspect=True,
                  x_range=Range1d(view["xmin"], view["xmax"]), y_range=Range1d(view["ymin"], view["ymax"]))
     _style(fig)
@@ -326,7 +326,7 @@ class LossChart:
     """Training loss and, every evaluation, the held-out NLL and the true KL (all in nats)."""
 
     def __init__(self):
-        self.fig = figure(title="Loss (nats)", width=400, height=310, x_axis_label="step", y_axis_label="nats",
+        self.fig = figure(title="Loss (nats)", width=380, height=300, x_axis_label="step", y_axis_label="nats",
                           tools="pan,wheel_zoom,reset", toolbar_location="above")
         self.fig.title.text_font_size = "15px"
         self.fig.axis.axis_label_text_font_size = FONT
