@@ -9,6 +9,7 @@ Headless steps/s is `Trainer.step` on the same preset in a fresh process, measur
 just after the browser run (the median of the two is the reference).
 
     python bench/app_rate.py --preset realnvp-moons --seconds 20
+    python bench/app_rate.py --no-browser   # the server side alone: LiveSession, no page
 """
 
 from __future__ import annotations
@@ -118,6 +119,29 @@ def browser_run(preset: Path, seconds: float, warmup: float) -> dict:
             "bytes_per_frame": total_bytes / max(frames, 1)}
 
 
+SERVER_ONLY = """
+import json, sys, time
+import torch
+torch.set_num_threads(1)
+sys.setswitchinterval(0.001)  # as flowviz/app.py sets them
+from flowviz.core.spec import ExperimentSpec
+from flowviz.ui.live import LiveSession
+live = LiveSession(ExperimentSpec.load(sys.argv[1]))
+live.play(); time.sleep(float(sys.argv[3]))
+steps, frames, start = live.step, live.frames_rendered, time.perf_counter()
+time.sleep(float(sys.argv[2]))
+seconds = time.perf_counter() - start
+print(json.dumps({"steps_per_s": (live.step - steps) / seconds, "frames_per_s": (live.frames_rendered - frames) / seconds}))
+live.close()
+"""
+
+
+def server_only_run(preset: Path, seconds: float, warmup: float) -> dict:
+    out = subprocess.run([sys.executable, "-c", SERVER_ONLY, str(preset), str(seconds), str(warmup)],
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(out.stdout)
+
+
 def _title(preset: Path) -> str:
     return json.loads(preset.read_text())["title"]
 
@@ -127,9 +151,18 @@ def main() -> None:
     parser.add_argument("--preset", default="realnvp-moons")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--warmup", type=float, default=4)
+    parser.add_argument("--no-browser", action="store_true", help="measure the server side alone (no page)")
     args = parser.parse_args()
     preset = ROOT / "presets" / f"{args.preset}.json"
     before = headless_rate(preset, 8)
+    if args.no_browser:
+        app = server_only_run(preset, args.seconds, args.warmup)
+        after = headless_rate(preset, 8)
+        headless = (before + after) / 2
+        print(f"preset {args.preset}: headless {before:.1f} / {after:.1f} steps/s (mean {headless:.1f})")
+        print(f"server alone: {app['frames_per_s']:.1f} frames/s, {app['steps_per_s']:.1f} steps/s "
+              f"= {100 * app['steps_per_s'] / headless:.0f}% of headless")
+        return
     app = browser_run(preset, args.seconds, args.warmup)
     after = headless_rate(preset, 8)
     headless = (before + after) / 2

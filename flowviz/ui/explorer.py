@@ -39,6 +39,7 @@ PRESETS = Path(__file__).resolve().parent.parent.parent / "presets"
 DEFAULT_PRESET = "realnvp-moons"
 TICK_MS = 40  # how often the page looks for a new frame; frames themselves come at most MAX_FPS
 ANIMATION_STEPS = 24  # animation ticks per layer
+ANIMATION_EVERY = 4  # while training, redraw the animation on every 4th frame
 SPEEDS = {"as fast as it goes": 0, "1 step per frame": 1, "2 steps per frame": 2, "5 steps per frame": 5,
           "20 steps per frame": 20, "100 steps per frame": 100}
 LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 1e-2, 3e-2, 1e-1]
@@ -77,6 +78,7 @@ class Explorer(pn.viewable.Viewer):
         self._last_push = time.perf_counter()
         self._push_times: list[float] = []
         self._latest = None
+        self._frames_drawn = 0
         self._points_source = ""
         self.live = LiveSession(spec)
         self.stack = LayerStack(sizing_mode="stretch_width")
@@ -467,7 +469,10 @@ class Explorer(pn.viewable.Viewer):
         self.target_model.update(views)
         depth = len(views.layers)
         self.player.end = max(depth, 1) * ANIMATION_STEPS
-        self.animation.show(views, titles, self.player.value / ANIMATION_STEPS)
+        # While training, the animation (a fourth view of the same frame) refreshes every few frames.
+        self._frames_drawn += 1
+        if not self.live.playing or self._frames_drawn % ANIMATION_EVERY == 0:
+            self.animation.show(views, titles, self.player.value / ANIMATION_STEPS)
         if self.overlay.value:
             self._show_overlay()
 

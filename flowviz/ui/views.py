@@ -112,10 +112,12 @@ class DepthStrip:
         self.figure.text("x", "y", "text", source=self.labels, text_font_size=FONT, text_color="#334",
                          text_baseline="bottom")
         if kind == "samples":
-            self.lines = ColumnDataSource({"x": np.zeros(0, np.float32), "y": np.zeros(0, np.float32)})
-            self.figure.line("x", "y", source=self.lines, line_color="#b9c0cc", line_width=0.8)
-            self.points = ColumnDataSource({"x": np.zeros(0, np.float32), "y": np.zeros(0, np.float32),
-                                            "color": np.zeros(0, np.uint32)})
+            # Samples and grid lines share one source (one message per frame): both are padded with
+            # NaN to a common length, which neither glyph draws.
+            empty = np.zeros(0, np.float32)
+            self.points = ColumnDataSource({"x": empty, "y": empty, "color": np.zeros(0, np.uint32), "lx": empty,
+                                            "ly": empty})
+            self.figure.line("lx", "ly", source=self.points, line_color="#b9c0cc", line_width=0.8)
             self.figure.scatter("x", "y", source=self.points, color="color", size=3, line_color=None)
             self.frames = ColumnDataSource({"x": [], "y": [], "w": [], "h": []})
             self.figure.rect("x", "y", "w", "h", source=self.frames, fill_color=None, line_color="#d4d9e2")
@@ -189,13 +191,16 @@ class DepthStrip:
         lines = layout.inside(views.grid_lines) + offsets[:, None, None, :]
         gaps = np.full(lines.shape[:-2] + (1, 2), np.nan, np.float32)
         lines = np.concatenate([lines, gaps], axis=-2).reshape(-1, 2)
-        if self._colors_for != depths * n:
-            colors = np.tile(packed_colors(views.samples[0]), depths)
-            self.points.data = {"x": points[:, 0], "y": points[:, 1], "color": colors}
-            self._colors_for = depths * n
+        rows = max(len(points), len(lines))
+        columns = {"x": _padded(points[:, 0], rows), "y": _padded(points[:, 1], rows),
+                   "lx": _padded(lines[:, 0], rows), "ly": _padded(lines[:, 1], rows)}
+        if self._colors_for != (depths * n, rows):
+            colors = np.zeros(rows, np.uint32)  # transparent padding
+            colors[: depths * n] = np.tile(packed_colors(views.samples[0]), depths)
+            self.points.data = {**columns, "color": colors}
+            self._colors_for = (depths * n, rows)
         else:
-            self.points.data.update(x=points[:, 0], y=points[:, 1])
-        self.lines.data.update(x=lines[:, 0].astype(np.float32), y=lines[:, 1].astype(np.float32))
+            self.points.data.update(columns)
 
     def show_overlay(self, points: np.ndarray | None) -> None:
         """Target samples over every density panel (or none)."""
@@ -206,6 +211,12 @@ class DepthStrip:
         tiled = (self.layout.inside(points[None].repeat(len(offsets), 0)) + offsets[:, None, :]).reshape(-1, 2)
         self.overlay.data = {"x": tiled[:, 0], "y": tiled[:, 1]}
         self.overlay_renderer.visible = True
+
+
+def _padded(values: np.ndarray, rows: int) -> np.ndarray:
+    out = np.full(rows, np.nan, np.float32)
+    out[: len(values)] = values
+    return out
 
 
 def update_images(source: ColumnDataSource, columns: list[dict]) -> None:
