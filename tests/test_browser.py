@@ -167,6 +167,14 @@ def test_uploading_a_good_file_and_a_bad_one(page, tmp_path):
     upload.set_input_files(str(bad))
     page.get_by_text("line 4").wait_for(timeout=10_000)
     assert explorer.spec.target.name == "points" and len(explorer.spec.target.points) == 200
+    # Past the size limit the browser refuses the file itself: nothing is sent, the page stays up.
+    huge = tmp_path / "huge.csv"
+    huge.write_bytes(b"1,2\n" * (3 * 1024 * 1024))
+    upload.set_input_files(str(huge))
+    page.get_by_text("huge.csv is 12.0 MB").wait_for(timeout=10_000)
+    assert len(explorer.spec.target.points) == 200
+    page.get_by_role("button", name="Step", exact=True).click()
+    wait_until(lambda: explorer.live.step == 1, 10, "a step after the refusal")
     assert page.errors == []
 
 

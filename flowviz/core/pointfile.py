@@ -27,7 +27,7 @@ import numpy as np
 
 from flowviz.core.limits import LIMITS
 
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # base64 over the websocket must stay under its 20 MB message limit
 MAX_ABS_VALUE = 1e6  # beyond this the flow's scales and float32 training fall apart
 MIN_POINTS = 2
 

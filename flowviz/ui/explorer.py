@@ -26,12 +26,12 @@ from flowviz.core.bases import BASES
 from flowviz.core.devices import available_devices
 from flowviz.core.layers import LAYERS
 from flowviz.core.link import LINK_PARAMETER, MAX_LINK_CHARS, spec_from_link, spec_to_link
-from flowviz.core.pointfile import PointsFileError, parse_points
+from flowviz.core.pointfile import MAX_UPLOAD_BYTES, PointsFileError, parse_points
 from flowviz.core.settings import SpecError
-from flowviz.core.spec import ExperimentSpec
+from flowviz.core.spec import MAX_SPEC_BYTES, ExperimentSpec
 from flowviz.core.targets import TARGETS
 from flowviz.ui.live import LiveSession
-from flowviz.ui.pickers import SettingsForm, TargetPicker, target_options
+from flowviz.ui.pickers import FileUpload, SettingsForm, TargetPicker, target_options
 from flowviz.ui.stack import LayerStack
 from flowviz.ui.views import DepthAnimation, DepthStrip, LossChart, TargetAndModel, update_images
 
@@ -96,8 +96,10 @@ class Explorer(pn.viewable.Viewer):
         self.presets = preset_files()
         self.preset_select = pn.widgets.Select(label="Preset", options=["(choose a preset)"] + list(self.presets))
         self.preset_select.param.watch(self._on_preset, "value")
-        self.preset_upload = pn.widgets.FileInput(accept=".json", multiple=False, sizing_mode="stretch_width")
+        self.preset_upload = FileUpload(accept=".json", max_bytes=MAX_SPEC_BYTES, label="Open a preset file",
+                                        sizing_mode="stretch_width")
         self.preset_upload.param.watch(self._on_preset_upload, "value")
+        self.preset_upload.param.watch(lambda e: self._refused(e.new, "the current experiment"), "error")
         self.download = pn.widgets.FileDownload(callback=self._preset_file, filename="flowviz-experiment.json",
                                                 label="Download this experiment", color="default",
                                                 sizing_mode="stretch_width")
@@ -105,8 +107,10 @@ class Explorer(pn.viewable.Viewer):
 
         self.target_picker = TargetPicker(options=target_options(), sizing_mode="stretch_width")
         self.target_picker.param.watch(lambda e: self._edit_target(e.new), "value")
-        self.points_upload = pn.widgets.FileInput(accept=UPLOAD_TYPES, multiple=False, sizing_mode="stretch_width")
+        self.points_upload = FileUpload(accept=UPLOAD_TYPES, max_bytes=MAX_UPLOAD_BYTES, label="Upload points",
+                                        sizing_mode="stretch_width")
         self.points_upload.param.watch(self._on_points_upload, "value")
+        self.points_upload.param.watch(lambda e: self._refused(e.new, "the current target"), "error")
         self.points_note = pn.pane.Markdown("", margin=(0, 5), styles={"font-size": "13px"})
         self.target_form_holder = pn.Column(margin=0)
 
@@ -309,6 +313,10 @@ class Explorer(pn.viewable.Viewer):
             self._say(f"That preset file was not loaded ({error}). The current experiment is unchanged.")
             return
         self.load_spec(spec)
+
+    def _refused(self, error: str, kept: str) -> None:
+        if error:
+            self._say(f"{error}. Nothing was loaded; {kept} is unchanged.")
 
     def _preset_file(self) -> io.StringIO:
         return io.StringIO(self.spec.to_json() + "\n")

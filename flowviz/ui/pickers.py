@@ -96,3 +96,56 @@ class SettingsForm:
 
     def values(self) -> dict[str, Any]:
         return {name: widget.value for name, widget in self.widgets.items()}
+
+
+class FileUpload(JSComponent):
+    """A file button that checks the size in the browser before sending anything.
+
+    Panel's FileInput sends any file over the websocket, and one past the server's message limit
+    (20 MB) drops the connection. This one refuses a file over `max_bytes` with a message, and
+    sends smaller ones as base64 in a single message; `value` and `filename` change together.
+    """
+
+    accept = param.String(default="")
+    max_bytes = param.Integer(default=10 * 1024 * 1024)
+    label = param.String(default="Choose a file")
+    filename = param.String(default="")
+    value = param.Bytes(default=None, allow_None=True, doc="the file's bytes, once received")
+    error = param.String(default="", doc="why the last file was refused in the browser")
+
+    _esm = """
+export function render({ model }) {
+  const input = document.createElement('input'); input.type = 'file'; input.accept = model.accept;
+  input.className = 'fv-file'; input.setAttribute('aria-label', model.label);
+  input.addEventListener('change', () => {
+    const file = input.files[0]; if (!file) return;
+    if (file.size > model.max_bytes) {
+      model.send_msg({ name: file.name, error: `is ${(file.size / 1048576).toFixed(1)} MB; files up to ${(model.max_bytes / 1048576).toFixed(0)} MB are accepted` });
+      input.value = ''; return;
+    }
+    const reader = new FileReader();
+    reader.onload = () => {
+      const url = reader.result; model.send_msg({ name: file.name, data: url.slice(url.indexOf(',') + 1) });
+      input.value = '';
+    };
+    reader.readAsDataURL(file);
+  });
+  model.on('accept', () => { input.accept = model.accept; });
+  return input;
+}"""
+    _stylesheets = [".fv-file { width: 100%; font-size: 14px; padding: 6px; border: 1px dashed #c5cbd6; border-radius: 6px; }"]
+
+    def _handle_msg(self, data) -> None:
+        if not isinstance(data, dict):
+            return
+        name = str(data.get("name", ""))[:200]
+        if "error" in data:
+            self.param.update(filename=name, error=f"{name} {data['error']}")
+            return
+        try:
+            content = base64.b64decode(str(data.get("data", "")), validate=True)
+        except ValueError:
+            self.param.update(filename=name, error=f"{name} did not arrive intact; try again")
+            return
+        self.value = None  # so that the same file, sent again, is a change too
+        self.param.update(filename=name, error="", value=content)
