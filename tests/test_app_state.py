@@ -13,6 +13,7 @@ from flowviz.core.spec import ExperimentSpec
 from flowviz.ui.explorer import Explorer
 from flowviz.ui.live import LiveSession
 from flowviz.ui.stack import LayerStack
+from tests.test_fuzz import send_file
 
 MOONS = ExperimentSpec.from_dict({
     "target": {"name": "moons"},
@@ -222,23 +223,21 @@ def test_reverse_kl_on_a_sample_only_target_says_what_to_do(explorer):
 def test_uploading_points_trains_on_them_and_a_bad_file_changes_nothing(explorer):
     points = np.random.default_rng(0).normal(size=(300, 2)) * [3, 1]
     csv = ("x,y\n" + "\n".join(f"{a},{b}" for a, b in points)).encode()
-    explorer.points_upload.filename = "mine.csv"
-    explorer.points_upload.value = csv
+    send_file(explorer.points_upload, "mine.csv", csv)
     assert explorer.spec.target.name == "points" and len(explorer.spec.target.points) == 300
     assert "300 points from mine.csv" in explorer.points_note.object
     good = explorer.spec
-    explorer.points_upload.filename = "broken.csv"
-    explorer.points_upload.value = b"x,y\n1,2\n3,oops\n"
+    send_file(explorer.points_upload, "broken.csv", b"x,y\n1,2\n3,oops\n")
     assert "line 3" in explorer.message and "broken.csv" in explorer.message
     assert explorer.spec == good
 
 
 def test_loading_a_preset_file_and_a_broken_one(explorer, presets):
     spec = ExperimentSpec.load(presets[0])
-    explorer.preset_upload.value = spec.to_json().encode()
+    send_file(explorer.preset_upload, "preset.json", spec.to_json().encode())
     assert explorer.spec == spec
     assert [i["type"] for i in explorer.stack.items] == [l.type for l in spec.layers]
-    explorer.preset_upload.value = b'{"layers": [{"type": "planar", "settings": {"K": 3}}]}'
+    send_file(explorer.preset_upload, "bad.json", b'{"layers": [{"type": "planar", "settings": {"K": 3}}]}')
     assert "layers[0].settings.K" in explorer.message
     assert explorer.spec == spec
 
@@ -263,7 +262,22 @@ def test_a_link_reopens_the_same_experiment(explorer):
 
 def test_a_broken_link_opens_the_default_and_says_so():
     page, problem = Explorer.from_link("not-a-link")
-    assert "could not be opened" in problem
+    assert "link" in problem and "damaged" in problem
+    assert page.spec == ExperimentSpec()
+    page.close()
+
+
+def test_a_tampered_link_keeps_what_is_sound_and_names_what_is_not():
+    import base64, json, zlib  # noqa: E401
+    data = MOONS.to_dict()
+    data["layers"][1]["settings"]["hidden"] = 10_000
+    data["training"]["learning_rate"] = "fast"
+    link = base64.urlsafe_b64encode(zlib.compress(json.dumps(data).encode())).decode()
+    page, problem = Explorer.from_link(link)
+    assert "layers[1].settings.hidden" in problem and "training.learning_rate" in problem
+    assert page.spec.target == MOONS.target and len(page.spec.layers) == 4
+    assert page.spec.layers[1].settings["hidden"] == 64  # the default
+    assert page.spec.training["batch_size"] == 256  # sound fields are kept
     page.close()
 
 

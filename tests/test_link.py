@@ -1,4 +1,5 @@
 import base64
+import json
 import zlib
 
 import pytest
@@ -49,3 +50,69 @@ def test_a_small_link_cannot_inflate_without_bound():
 def test_an_overlong_link_is_refused_before_decoding():
     with pytest.raises(SpecError, match="characters long"):
         spec_from_link("A" * (MAX_LINK_CHARS + 1))
+
+
+# -- the forgiving reader the app uses -------------------------------------------------------------
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from flowviz.core.link import read_link  # noqa: E402
+
+JUNK = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True),
+                 st.text(max_size=20), st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=2))
+
+
+def _pack(data) -> str:
+    return base64.urlsafe_b64encode(zlib.compress(json.dumps(data).encode())).decode()
+
+
+def _leaves(data, path=()):
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield from _leaves(value, path + (key,))
+    elif isinstance(data, list) and data and not isinstance(data[0], (int, float)):
+        for i, value in enumerate(data):
+            yield from _leaves(value, path + (i,))
+    else:
+        yield path
+
+
+SOUND = ExperimentSpec.from_dict({
+    "seed": 7, "base": {"name": "student_t", "learnable": True},
+    "layers": [{"type": "spline_coupling", "settings": {"bins": 12}}, {"type": "actnorm"}, {"type": "planar"}],
+    "target": {"name": "u2"}, "training": {"objective": "reverse_kl", "anneal_steps": 100},
+})
+
+
+@given(st.data())
+def test_any_tampered_field_gives_a_valid_spec_and_a_message(data):
+    tree = SOUND.to_dict()
+    leaves = list(_leaves(tree))
+    path = data.draw(st.sampled_from(leaves))
+    junk = data.draw(JUNK)
+    parent = tree
+    for key in path[:-1]:
+        parent = parent[key]
+    original = parent[path[-1]]
+    parent[path[-1]] = junk
+    spec, ignored = read_link(_pack(tree))
+    assert isinstance(spec, ExperimentSpec)
+    try:
+        strict = ExperimentSpec.from_dict(json.loads(json.dumps(tree)))
+    except SpecError:
+        assert ignored, "a wrong field must be named"
+    else:
+        assert spec == strict and ignored == []
+    if ignored and junk != original:
+        # What was not tampered with survives: the seed (unless it was the field) and the target name.
+        if path != ("seed",):
+            assert spec.seed == 7
+
+
+def test_a_sound_link_reads_without_messages():
+    assert read_link(spec_to_link(SOUND)) == (SOUND, [])
+
+
+def test_an_undecodable_link_gives_the_default_and_says_why():
+    spec, ignored = read_link("%%%")
+    assert spec == ExperimentSpec() and "link" in ignored[0]

@@ -176,7 +176,7 @@ def _text(value: Any, field_name: str, limit: int) -> str:
 
 
 def _name(value: Any, registry: Mapping, field_name: str) -> str:
-    if value not in registry:
+    if not isinstance(value, str) or value not in registry:  # (a list is not hashable: check the type first)
         raise SpecError(field_name, f"{value!r} is not known; expected one of {', '.join(registry)}")
     return value
 

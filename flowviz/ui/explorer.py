@@ -25,7 +25,7 @@ import param
 from flowviz.core.bases import BASES
 from flowviz.core.devices import available_devices
 from flowviz.core.layers import LAYERS
-from flowviz.core.link import LINK_PARAMETER, MAX_LINK_CHARS, spec_from_link, spec_to_link
+from flowviz.core.link import LINK_PARAMETER, MAX_LINK_CHARS, read_link, spec_to_link
 from flowviz.core.pointfile import MAX_UPLOAD_BYTES, PointsFileError, parse_points
 from flowviz.core.settings import SpecError
 from flowviz.core.spec import MAX_SPEC_BYTES, ExperimentSpec
@@ -305,7 +305,7 @@ class Explorer(pn.viewable.Viewer):
             self.load_spec(ExperimentSpec.load(path))
 
     def _on_preset_upload(self, event) -> None:
-        if not event.new:
+        if event.new is None:  # (an empty file is b"", and gets its message below)
             return
         try:
             spec = ExperimentSpec.from_json(event.new)
@@ -322,7 +322,7 @@ class Explorer(pn.viewable.Viewer):
         return io.StringIO(self.spec.to_json() + "\n")
 
     def _on_points_upload(self, event) -> None:
-        if not event.new:
+        if event.new is None:  # (an empty file is b"", and gets its message below)
             return
         name = self.points_upload.filename or ""
         try:
@@ -362,13 +362,15 @@ class Explorer(pn.viewable.Viewer):
 
     @classmethod
     def from_link(cls, value: str | None) -> tuple[Explorer, str]:
-        """An explorer for a shared link's experiment, or the default one with a message why not."""
-        if value:
-            try:
-                return cls(spec_from_link(value)), ""
-            except SpecError as error:
-                return cls(), f"The link's experiment could not be opened ({error}); showing the default instead."
-        return cls(), ""
+        """An explorer for a shared link's experiment. Parts of the link that are wrong fall back to
+        their defaults, and the message says which (empty when the link was sound)."""
+        if not value:
+            return cls(), ""
+        spec, ignored = read_link(value)
+        if not ignored:
+            return cls(spec), ""
+        shown = "; ".join(ignored[:4]) + (f"; and {len(ignored) - 4} more" if len(ignored) > 4 else "")
+        return cls(spec), f"Parts of this link could not be used, so defaults stand in for them: {shown}."
 
     # -- training ----------------------------------------------------------------------------------
     def _on_play(self, event) -> None:

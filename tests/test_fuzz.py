@@ -1,0 +1,125 @@
+"""Bad input, fuzzed: preset files and uploads never raise anything but their own error, and in the
+page they never change the experiment or the trained model."""
+
+import base64
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flowviz.core.settings import SpecError
+from flowviz.core.spec import ExperimentSpec
+from flowviz.ui.explorer import Explorer
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats() | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+KEYS = st.sampled_from(["seed", "base", "layers", "target", "training", "view", "version", "title", "name",
+                        "settings", "type", "enabled", "points", "learnable", "bins", "objective"])
+SPEC_LIKE = st.recursive(
+    JSON, lambda children: st.dictionaries(KEYS, children, max_size=5) | st.lists(children, max_size=3), max_leaves=25)
+
+
+@given(st.binary(max_size=300))
+def test_random_bytes_as_a_preset(data):
+    try:
+        ExperimentSpec.from_json(data)
+    except SpecError:
+        pass
+
+
+@given(SPEC_LIKE)
+def test_random_json_shaped_like_a_preset(value):
+    try:
+        spec = ExperimentSpec.from_dict(value)
+    except SpecError as error:
+        assert error.field  # the message names where
+    else:
+        assert ExperimentSpec.from_json(spec.to_json()) == spec
+
+
+def test_deep_and_huge_presets_are_refused_cleanly():
+    for text in ("[" * 100_000 + "]" * 100_000, '{"title": "' + "x" * (9 * 1024 * 1024) + '"}',
+                 '{"layers": [' + ",".join(['{"type": "swap"}'] * 33) + "]}", "\ufeff{}", "NaN", '{"seed": 1e999}'):
+        with pytest.raises(SpecError):
+            ExperimentSpec.from_json(text)
+
+
+# -- in the page: nothing changes -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained():
+    page = Explorer(ExperimentSpec.from_dict({"layers": [{"type": "affine_coupling"}, {"type": "planar"}],
+                                              "view": {"resolution": 24}}))
+    for _ in range(5):
+        page._step()
+    yield page
+    page.close()
+
+
+def send_file(upload, name: str, data: bytes) -> None:
+    """What the browser side of FileUpload sends for a chosen file."""
+    upload._handle_msg({"name": name, "data": base64.b64encode(data).decode()})
+
+
+def _state(page):
+    page._say("")
+    return page.spec, {k: v.clone() for k, v in page.live.flow.state_dict().items()}, page.live.step
+
+
+def _unchanged(page, before):
+    spec, weights, step = before
+    assert page.spec == spec and page.live.step == step
+    for key, value in page.live.flow.state_dict().items():
+        assert torch.equal(value, weights[key])
+
+
+FILE_NAMES = st.sampled_from(["p.csv", "p.tsv", "p.txt", "p.npy", "p.json", "p", "p.xlsx"])
+
+
+@settings(max_examples=60)
+@given(st.binary(max_size=400), FILE_NAMES)
+def test_random_uploads_leave_the_experiment_alone(trained, data, name):
+    before = _state(trained)
+    send_file(trained.points_upload, name, data)
+    if trained.spec.target.name == "points":  # the bytes happened to be valid points: undo for the next case
+        trained.load_spec(before[0])
+        for _ in range(before[2]):
+            trained._step()
+        return
+    assert trained.message
+    _unchanged(trained, before)
+
+
+@settings(max_examples=40)
+@given(SPEC_LIKE)
+def test_random_preset_files_leave_the_experiment_alone(trained, value):
+    before = _state(trained)
+    text = json.dumps(value, allow_nan=True).encode()
+    try:
+        ExperimentSpec.from_json(text)
+        return  # a valid experiment would (rightly) load
+    except SpecError:
+        pass
+    send_file(trained.preset_upload, "p.json", text)
+    assert "not loaded" in trained.message
+    _unchanged(trained, before)
+
+
+@pytest.mark.parametrize("data", [
+    np.array([[1.0, 2.0], [3.0, np.nan]]).tobytes(),
+    b"\x93NUMPY" + bytes(200),
+    "x;y\n1,5;2\n".encode("utf-16"),
+    b"\xef\xbb\xbf",
+    b"1,2,3\n4,5,6\n",
+    b"1e400,2\n3,4\n",
+])
+def test_named_bad_uploads_leave_the_experiment_alone(trained, data):
+    before = _state(trained)
+    send_file(trained.points_upload, "bad.npy" if data.startswith(b"\x93") else "bad.csv", data)
+    assert "bad." in trained.message and "unchanged" in trained.message
+    _unchanged(trained, before)
