@@ -11,13 +11,30 @@ import sys
 import panel as pn
 import torch
 
+from flowviz.core.limits import LIMITS
 from flowviz.core.link import LINK_PARAMETER
 from flowviz.ui.explorer import Explorer
 
 TITLE = "flowviz · normalizing flows, layer by layer"
 
 
+def open_sessions() -> int:
+    """Sessions this server process holds now (Bokeh's own count, this one included)."""
+    context = pn.state.curdoc.session_context if pn.state.curdoc is not None else None
+    return len(context.server_context.sessions) if context is not None else 0
+
+
+def server_full() -> pn.template.BootstrapTemplate:
+    message = (f"This flowviz server is full: it serves at most {LIMITS.max_sessions} sessions at once, so "
+               "that every one of them keeps training smoothly. Close another tab or try again in a minute; "
+               "a teacher can start more server processes (see the README: serving a classroom).")
+    return pn.template.BootstrapTemplate(title=TITLE, main=[pn.pane.Alert(message, alert_type="warning")],
+                                         header_background="#1d3557", busy_indicator=None)
+
+
 def create_app(link: str | None = None) -> pn.template.BootstrapTemplate:
+    if open_sessions() > LIMITS.max_sessions:
+        return server_full()  # no model, no threads: the sessions already here keep their share
     explorer, problem = Explorer.from_link(link)
     template = pn.template.BootstrapTemplate(
         title=TITLE, sidebar=explorer.sidebar(), main=explorer.main(), sidebar_width=380,

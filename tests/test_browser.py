@@ -218,3 +218,57 @@ def test_closing_the_tab_stops_its_training(browser, server):
     stopped_at = explorer.live.step
     time.sleep(0.5)
     assert explorer.live.step == stopped_at
+
+
+def test_two_sessions_never_see_each_others_state(browser, server):
+    url, sessions = server
+    first_page, second_page = browser.new_page(), browser.new_page()
+    try:
+        first = _open(first_page, url, sessions)
+        second = _open(second_page, url, sessions)
+        assert first is not second and first.live is not second.live
+        layers = len(second.spec.layers)
+        first_page.locator(".fv-palette-item[data-type=radial]").locator("button").click()
+        first_page.locator(".fv-target[data-name=checkerboard]").click()
+        first_page.get_by_role("button", name="Step", exact=True).click()
+        wait_until(lambda: first.live.step == 1 and first.spec.target.name == "checkerboard", 10, "the edits")
+        second_page.wait_for_timeout(500)
+        assert len(second.spec.layers) == layers and second.spec.target.name != "checkerboard"
+        assert second.live.step == 0
+        assert second_page.locator(".fv-stack-item").count() == layers
+        assert first.live.flow is not second.live.flow
+    finally:
+        first_page.close()
+        second_page.close()
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+
+def test_open_and_close_twenty_times_leaves_no_threads_or_sessions(browser, server):
+    import gc
+    import threading
+    import weakref
+
+    url, sessions = server
+    rss = _rss_mib()
+    gone = []
+    for _ in range(20):
+        tab = browser.new_page()
+        explorer = _open(tab, url, sessions)
+        tab.get_by_role("button", name="▶ Play").click()
+        wait_until(lambda: explorer.live.step > 0, 30, "training")
+        tab.close()
+        wait_until(lambda: not explorer.live._threads, 20, "the session to end")
+        sessions.remove(explorer)
+        gone.append(weakref.ref(explorer))
+        del explorer
+    wait_until(lambda: not [t for t in threading.enumerate() if t.name.startswith("flowviz-")]
+               or all(s.live._threads for s in sessions), 10, "the threads to stop")
+    gc.collect()
+    alive = sum(ref() is not None for ref in gone)
+    assert alive <= 2, f"{alive} of 20 closed sessions are still in memory"
+    growth = _rss_mib() - rss
+    assert growth < 150, f"memory grew by {growth:.0f} MiB over 20 sessions"

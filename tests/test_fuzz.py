@@ -123,3 +123,68 @@ def test_named_bad_uploads_leave_the_experiment_alone(trained, data):
     send_file(trained.points_upload, "bad.npy" if data.startswith(b"\x93") else "bad.csv", data)
     assert "bad." in trained.message and "unchanged" in trained.message
     _unchanged(trained, before)
+
+
+# -- training faults: pause, restore, say which layer and what to do ---------------------------------
+def _play_until_error(page, timeout=20.0):
+    import time
+
+    page.play_button.value = True
+    deadline = time.time() + timeout
+    while time.time() < deadline and page.live.error is None:
+        time.sleep(0.02)
+    time.sleep(0.1)
+    page.tick()  # what the periodic callback does on the server
+
+
+def test_a_layer_driven_to_nan_pauses_restores_and_names_it():
+    page = Explorer(ExperimentSpec.from_dict({
+        "target": {"name": "moons"}, "view": {"resolution": 16},
+        "layers": [{"type": "affine_coupling"}, {"type": "planar"}, {"type": "affine_coupling"}]}))
+    for _ in range(3):
+        page._step()
+    planar = page.live.flow.layers[1]
+    calls = {"n": 0}
+    original = planar.inverse
+
+    def poisoned(x):  # finite for a few more calls, then NaN: as if training had driven it there
+        calls["n"] += 1
+        points, ladj = original(x)
+        return (points * float("nan"), ladj) if calls["n"] > 20 else (points, ladj)
+
+    planar.inverse = poisoned
+    finite_weights = None
+    _play_until_error(page)
+    assert not page.live.playing and not page.play_button.value
+    assert "layer 2 (Planar flow)" in page.message and "learning rate" in page.message
+    finite_weights = {k: v for k, v in page.live.flow.state_dict().items()}
+    assert all(torch.isfinite(v).all() for v in finite_weights.values() if v.is_floating_point())
+    planar.inverse = original
+    page._step()  # it trains on from the restored model
+    assert page.live.error is None and np.isfinite(page.live.history_loss[-1])
+    page.close()
+
+
+def test_a_degenerate_base_pauses_and_names_the_base():
+    # A uniform base on [-1, 1]² cannot explain points outside it: ln q = -inf at once.
+    page = Explorer(ExperimentSpec.from_dict({"base": {"name": "uniform"}, "target": {"name": "moons"},
+                                              "view": {"resolution": 16}}))
+    page._step()
+    assert "the base distribution" in page.message and "restored" in page.message
+    assert page.live.step == 0
+    page.close()
+
+
+def test_a_learning_rate_of_ten_never_leaves_a_non_finite_model():
+    page = Explorer(ExperimentSpec.from_dict({
+        "target": {"name": "checkerboard"}, "view": {"resolution": 16}, "training": {"learning_rate": 10.0},
+        "layers": [{"type": "affine_coupling", "settings": {"transformed": t, "hidden": 16}} for t in ("z2", "z1") * 2]}))
+    for _ in range(150):
+        page._step()
+        if page.live.error:
+            assert "Try a smaller learning rate (now 10)" in page.message
+            break
+    for value in page.live.flow.state_dict().values():
+        if value.is_floating_point():
+            assert torch.isfinite(value).all()
+    page.close()

@@ -18,6 +18,7 @@ class Limits:
     max_resolution: int = 512
     max_points: int = 100_000
     max_test_size: int = 16_384
+    max_sessions: int = 40  # browser sessions per server process; more processes serve more
 
 
 LIMITS = Limits()

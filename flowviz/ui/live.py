@@ -184,6 +184,7 @@ class LiveSession:
             return True
 
     def step_once(self) -> bool:
+        self.error = None
         return self._train_one()
 
     @property

@@ -41,6 +41,13 @@ class TargetPicker(JSComponent):
     options = param.List(default=[])
     value = param.String(default="")
 
+    # A click arrives as a message, handled under the document's lock like every other event:
+    # a property set from the browser was applied outside it, and the page's redraw then failed.
+    def _handle_msg(self, data) -> None:
+        names = {option["name"] for option in self.options}
+        if isinstance(data, dict) and data.get("value") in names:
+            self.value = data["value"]
+
     _esm = """
 export function render({ model }) {
   const grid = document.createElement('div'); grid.className = 'fv-targets';
@@ -53,7 +60,7 @@ export function render({ model }) {
       const img = document.createElement('img'); img.src = o.src; img.alt = '';
       const label = document.createElement('span'); label.textContent = o.title;
       tile.append(img, label);
-      tile.addEventListener('click', () => { model.value = o.name; });
+      tile.addEventListener('click', () => model.send_msg({ value: o.name }));
       return tile; }));
   }
   draw(); model.on('value', draw); model.on('options', draw);
