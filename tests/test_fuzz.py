@@ -188,3 +188,26 @@ def test_a_learning_rate_of_ten_never_leaves_a_non_finite_model():
         if value.is_floating_point():
             assert torch.isfinite(value).all()
     page.close()
+
+
+# -- limits that protect a shared server -------------------------------------------------------------
+def test_a_full_server_serves_a_notice_and_no_model(monkeypatch):
+    import flowviz.app as app
+
+    monkeypatch.setattr(app, "open_sessions", lambda: app.LIMITS.max_sessions + 1)
+    page = app.create_app()
+    assert not hasattr(page, "explorer")
+    assert "server is full" in page.main[0].object
+
+
+def test_settings_past_the_limits_are_refused_in_the_page(trained):
+    before = _state(trained)
+    trained.stack.act({"action": "select", "index": 0})
+    hidden = next(w for w in trained.layer_form_holder.objects[1].objects if w.label == "hidden")
+    hidden.value = 100_000
+    assert "hidden" in trained.message and "256" in trained.message
+    _unchanged(trained, before)
+    for _ in range(40):
+        trained.stack.act({"action": "add", "type": "swap"})
+    assert len(trained.spec.layers) == 32 and "at most 32" in trained.message
+    trained.load_spec(before[0])
