@@ -174,7 +174,7 @@ class Explorer(pn.viewable.Viewer):
             self.base_form = SettingsForm(BASES[spec.base.name].info.settings, spec.base.settings, self._edit_base)
             self.base_form_holder.objects = [self.base_form.panel]
             if self.stack.layer_specs() != spec.layers:
-                self.stack.set_layers(spec.layers)
+                self.stack.set_layers(spec.layers, self.live.layer_ids)  # the ids that name the trained weights
             self._show_layer_form()
             self._update_points_note()
         finally:
