@@ -11,22 +11,12 @@ lines, the memory trend, and whether every session kept training.
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from app_rate import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port
 
 
 def status(pid: int) -> tuple[float, int]:
@@ -59,7 +49,7 @@ def main() -> None:
     rows = []
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             pages = []
             for i in range(args.sessions):
                 page = browser.new_page(viewport={"width": 1280, "height": 800})

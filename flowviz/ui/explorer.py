@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from flowviz.core.pointfile import MAX_UPLOAD_BYTES, PointsFileError, parse_poin
 from flowviz.core.settings import SpecError
 from flowviz.core.spec import MAX_SPEC_BYTES, ExperimentSpec
 from flowviz.core.targets import TARGETS
-from flowviz.ui.live import LiveSession
+from flowviz.ui.live import LiveSession, rate_per_second
 from flowviz.ui.pickers import FileUpload, SettingsForm, TargetPicker, target_options
 from flowviz.ui.stack import LayerStack
 from flowviz.ui.views import DepthAnimation, DepthStrip, LossChart, TargetAndModel, update_images
@@ -76,7 +77,7 @@ class Explorer(pn.viewable.Viewer):
         super().__init__(spec=spec, **params)
         self._syncing = False
         self._last_push = time.perf_counter()
-        self._push_times: list[float] = []
+        self._push_times: deque[float] = deque(maxlen=60)
         self._latest = None
         self._frames_drawn = 0
         self._points_source = ""
@@ -463,8 +464,7 @@ class Explorer(pn.viewable.Viewer):
 
     def _push(self, frame) -> None:
         self._latest = frame
-        now = time.perf_counter()
-        self._push_times = [t for t in self._push_times if now - t < 2.0] + [now]
+        self._push_times.append(time.perf_counter())
         with pn.io.hold():
             self._draw(frame)
             self.loss.update(self.live.history_steps, self.live.history_loss, self.live.evaluations, self._kl_label())
@@ -501,9 +501,8 @@ class Explorer(pn.viewable.Viewer):
         return "true KL(p‖q)" if self.spec.training["objective"] == "forward_kl" else "true KL(q‖p)"
 
     def frames_per_second(self) -> float:
-        now = time.perf_counter()
-        recent = [t for t in self._push_times if now - t < 2.0]
-        return (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 2 and now - recent[-1] < 1 else 0.0
+        """Frames this page received per second (what the viewer sees, not what was rendered)."""
+        return rate_per_second(self._push_times)
 
     def _show_status(self, step: int | None = None) -> None:
         live = self.live

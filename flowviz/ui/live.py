@@ -41,6 +41,15 @@ LIVE_RESOLUTION = 48  # grid side while training runs; the spec's resolution whe
 MAX_FPS = 12.0
 
 
+def rate_per_second(times: deque[float], window: float = 2.0) -> float:
+    """Events per second over the last `window` seconds of `times` (0 once they have stopped)."""
+    now = time.perf_counter()
+    recent = [t for t in list(times) if now - t <= window]
+    if len(recent) < 2 or now - recent[-1] >= 1.0:
+        return 0.0
+    return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-9)
+
+
 @dataclass
 class Frame:
     """What the views draw, taken at one training step."""
@@ -276,19 +285,11 @@ class LiveSession:
         return frame
 
     # -- rates --------------------------------------------------------------------------------------
-    @staticmethod
-    def _rate(times: deque[float], window: float = 2.0) -> float:
-        now = time.perf_counter()
-        recent = [t for t in list(times) if now - t <= window]
-        if len(recent) < 2:
-            return 0.0
-        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-9) if now - recent[-1] < 1.0 else 0.0
-
     def steps_per_second(self) -> float:
-        return self._rate(self._step_times)
+        return rate_per_second(self._step_times)
 
     def frames_per_second(self) -> float:
-        return self._rate(self._frame_times)
+        return rate_per_second(self._frame_times)
 
     def latest_evaluation(self) -> Evaluation | None:
         return self.evaluations[-1] if self.evaluations else None

@@ -243,6 +243,14 @@ def square_figure(title: str, view: dict, size: int = 250):
     return fig
 
 
+def fit_view(fig, image_renderers: list, view: dict) -> None:
+    """Point a square figure and its images at the view box."""
+    fig.x_range.start, fig.x_range.end = view["xmin"], view["xmax"]
+    fig.y_range.start, fig.y_range.end = view["ymin"], view["ymax"]
+    for renderer in image_renderers:
+        renderer.glyph.update(x=view["xmin"], y=view["ymin"], dw=view["xmax"] - view["xmin"], dh=view["ymax"] - view["ymin"])
+
+
 class TargetAndModel:
     """The target's density beside the model's q_K, on one colour scale."""
 
@@ -264,10 +272,7 @@ class TargetAndModel:
 
     def set_view(self, view: dict) -> None:
         for fig, renderer in zip((self.target_fig, self.model_fig), self.renderers):
-            fig.x_range.start, fig.x_range.end = view["xmin"], view["xmax"]
-            fig.y_range.start, fig.y_range.end = view["ymin"], view["ymax"]
-            renderer.glyph.update(x=view["xmin"], y=view["ymin"], dw=view["xmax"] - view["xmin"],
-                                  dh=view["ymax"] - view["ymin"])
+            fit_view(fig, [renderer], view)
 
     def set_target(self, density: np.ndarray, points: np.ndarray, view: dict) -> None:
         self.set_view(view)
@@ -303,11 +308,7 @@ class DepthAnimation:
         self._colors_for = -1
 
     def set_view(self, view: dict) -> None:
-        self.fig.x_range.start, self.fig.x_range.end = view["xmin"], view["xmax"]
-        self.fig.y_range.start, self.fig.y_range.end = view["ymin"], view["ymax"]
-        for renderer in self.image_renderers:
-            renderer.glyph.update(x=view["xmin"], y=view["ymin"], dw=view["xmax"] - view["xmin"],
-                                  dh=view["ymax"] - view["ymin"])
+        fit_view(self.fig, self.image_renderers, view)
         self.caption.data = {"x": [view["xmin"]], "y": [view["ymax"]], "text": self.caption.data["text"]}
 
     def show(self, views: GridViews, titles: list[str], t: float) -> None:
