@@ -71,6 +71,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def open_when_up(page, url: str) -> None:
+    """Load `url`, retrying while the just-started server is not listening yet."""
+    for _ in range(100):
+        try:
+            page.goto(url)
+            return
+        except Exception:
+            time.sleep(0.3)
+    page.goto(url)  # one last time, letting its error through
+
+
 def headless_rate(preset: Path, seconds: float) -> float:
     out = subprocess.run([sys.executable, "-c", HEADLESS, str(preset), str(seconds)], capture_output=True, text=True,
                          check=True, cwd=ROOT)
@@ -93,12 +104,7 @@ def browser_run(preset: Path, seconds: float, warmup: float) -> dict:
                 ws.on("framereceived", lambda payload: received.__setitem__(0, received[0] + len(payload)))
 
             page.on("websocket", on_socket)
-            for _ in range(100):
-                try:
-                    page.goto(f"http://localhost:{port}/app")
-                    break
-                except Exception:
-                    time.sleep(0.2)
+            open_when_up(page, f"http://localhost:{port}/app")
             page.get_by_role("button", name="▶ Play").wait_for(timeout=60_000)
             page.locator("select").first.select_option(label=_title(preset))
             page.wait_for_timeout(1500)
@@ -157,18 +163,15 @@ def main() -> None:
     before = headless_rate(preset, 8)
     if args.no_browser:
         app = server_only_run(preset, args.seconds, args.warmup)
-        after = headless_rate(preset, 8)
-        headless = (before + after) / 2
-        print(f"preset {args.preset}: headless {before:.1f} / {after:.1f} steps/s (mean {headless:.1f})")
-        print(f"server alone: {app['frames_per_s']:.1f} frames/s, {app['steps_per_s']:.1f} steps/s "
-              f"= {100 * app['steps_per_s'] / headless:.0f}% of headless")
-        return
-    app = browser_run(preset, args.seconds, args.warmup)
+    else:
+        app = browser_run(preset, args.seconds, args.warmup)
     after = headless_rate(preset, 8)
     headless = (before + after) / 2
     print(f"preset {args.preset}: headless {before:.1f} / {after:.1f} steps/s (mean {headless:.1f})")
-    print(f"in the browser: {app['frames_per_s']:.1f} frames/s, {app['steps_per_s']:.1f} steps/s "
-          f"= {100 * app['steps_per_s'] / headless:.0f}% of headless, {app['bytes_per_frame'] / 1024:.0f} KiB/frame")
+    where = "server alone" if args.no_browser else "in the browser"
+    payload = "" if args.no_browser else f", {app['bytes_per_frame'] / 1024:.0f} KiB/frame"
+    print(f"{where}: {app['frames_per_s']:.1f} frames/s, {app['steps_per_s']:.1f} steps/s "
+          f"= {100 * app['steps_per_s'] / headless:.0f}% of headless{payload}")
 
 
 if __name__ == "__main__":

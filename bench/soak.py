@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from app_rate import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port
+from app_rate import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port, open_when_up
 
 
 def status(pid: int) -> tuple[float, int]:
@@ -51,14 +51,9 @@ def main() -> None:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             pages = []
-            for i in range(args.sessions):
+            for _ in range(args.sessions):
                 page = browser.new_page(viewport={"width": 1280, "height": 800})
-                for _ in range(100):
-                    try:
-                        page.goto(f"http://localhost:{port}/app")
-                        break
-                    except Exception:
-                        time.sleep(0.3)
+                open_when_up(page, f"http://localhost:{port}/app")
                 page.get_by_role("button", name="▶ Play").wait_for(timeout=120_000)
                 pages.append(page)
             # Play only once every page is open: a loaded server serves new pages slowly.

@@ -206,15 +206,20 @@ def test_a_shared_link_reproduces_the_experiment(page, browser, server):
         other.close()
 
 
-def test_closing_the_tab_stops_its_training(browser, server):
-    _, sessions = server
-    url = server[0]
+def _play_then_close(browser, server, steps: int):
+    """Open a tab, train `steps` steps, close the tab and wait until its session is gone."""
+    url, sessions = server
     tab = browser.new_page()
     explorer = _open(tab, url, sessions)
     tab.get_by_role("button", name="▶ Play").click()
-    wait_until(lambda: explorer.live.step > 10, 30, "training")
+    wait_until(lambda: explorer.live.step > steps, 30, "training")
     tab.close()
     wait_until(lambda: not explorer.live._threads, 20, "the session to be destroyed")
+    return explorer
+
+
+def test_closing_the_tab_stops_its_training(browser, server):
+    explorer = _play_then_close(browser, server, 10)
     stopped_at = explorer.live.step
     time.sleep(0.5)
     assert explorer.live.step == stopped_at
@@ -252,19 +257,14 @@ def test_open_and_close_twenty_times_leaves_no_threads_or_sessions(browser, serv
     import threading
     import weakref
 
-    url, sessions = server
+    _, sessions = server
     gone = []
     rss = None
     for cycle in range(23):
         if cycle == 3:  # the first sessions allocate what every later one reuses (torch, Bokeh, caches)
             gc.collect()
             rss, gone = _rss_mib(), []
-        tab = browser.new_page()
-        explorer = _open(tab, url, sessions)
-        tab.get_by_role("button", name="▶ Play").click()
-        wait_until(lambda: explorer.live.step > 0, 30, "training")
-        tab.close()
-        wait_until(lambda: not explorer.live._threads, 20, "the session to end")
+        explorer = _play_then_close(browser, server, 0)
         sessions.remove(explorer)
         gone.append(weakref.ref(explorer))
         del explorer
