@@ -52,6 +52,14 @@ VIEW_SETTINGS = (
     Setting("resolution", "int", 128, low=8, high=LIMITS.max_resolution, doc="grid points per side"),
 )
 
+# Parts of the page a teacher can hide (sidebar cards, the layer editor, view rows); a preset and a
+# link carry the hidden set, so a class opens exactly the page that was prepared.
+PANELS = ("experiment", "target", "base", "training", "layers", "overview", "density", "log_det", "samples", "ledger")
+
+PRESENTATION_SETTINGS = (
+    Setting("projector", "bool", False, doc="large type and plots for a projector"),
+)
+
 SEED = Setting("seed", "int", 0, low=0, high=2**31 - 1, doc="seeds initialisation, data and sampling")
 
 
@@ -77,6 +85,14 @@ class TargetSpec:
 
 
 @dataclass(frozen=True)
+class PresentationSpec:
+    """How the page looks: projector mode, and the panels a teacher hid (names from `PANELS`)."""
+
+    projector: bool = False
+    hidden: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ExperimentSpec:
     title: str = "Untitled experiment"
     description: str = ""
@@ -86,6 +102,7 @@ class ExperimentSpec:
     target: TargetSpec = field(default_factory=TargetSpec)
     training: dict[str, Any] = field(default_factory=lambda: validate_settings(TRAINING_SETTINGS, {}, "training"))
     view: dict[str, Any] = field(default_factory=lambda: validate_settings(VIEW_SETTINGS, {}, "view"))
+    presentation: PresentationSpec = field(default_factory=lambda: PresentationSpec())
     version: int = SPEC_VERSION
 
     # -- reading ---------------------------------------------------------------------------------
@@ -105,6 +122,7 @@ class ExperimentSpec:
             target=_target(data.get("target", {})),
             training=validate_settings(TRAINING_SETTINGS, data.get("training"), "training"),
             view=_view(data.get("view")),
+            presentation=_presentation(data.get("presentation", {})),
         )
         _check_combination(spec)
         return spec
@@ -132,6 +150,7 @@ class ExperimentSpec:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["layers"] = list(data["layers"])
+        data["presentation"]["hidden"] = list(self.presentation.hidden)
         if self.target.points is None:
             del data["target"]["points"]
         else:
@@ -235,6 +254,20 @@ def _points(points: Any) -> tuple[tuple[float, float], ...]:
             raise SpecError(f"target.points[{i}]", f"expected a pair of finite numbers [x, y], got {pair!r}")
         out.append((float(pair[0]), float(pair[1])))
     return tuple(out)
+
+
+def _presentation(data: Any) -> PresentationSpec:
+    _expect_object(data, "presentation")
+    _reject_unknown(data, {"projector", "hidden"}, "presentation")
+    projector = validate_settings(PRESENTATION_SETTINGS, {k: v for k, v in data.items() if k == "projector"},
+                                  "presentation")["projector"]
+    hidden = data.get("hidden", [])
+    if not isinstance(hidden, list):
+        raise SpecError("presentation.hidden", f"expected a list of panel names, got {type(hidden).__name__}")
+    for i, name in enumerate(hidden):
+        if name not in PANELS:
+            raise SpecError(f"presentation.hidden[{i}]", f"{name!r} is not a panel; expected one of {', '.join(PANELS)}")
+    return PresentationSpec(projector, tuple(dict.fromkeys(hidden)))
 
 
 def _view(data: Any) -> dict[str, Any]:
