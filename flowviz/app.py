@@ -39,6 +39,7 @@ def create_app(link: str | None = None) -> pn.template.BootstrapTemplate:
     template = pn.template.BootstrapTemplate(
         title=TITLE, sidebar=explorer.sidebar(), main=explorer.main(), sidebar_width=380,
         header_background="#1d3557", busy_indicator=None,  # it would flicker on every frame, at a cost
+        collapsed_sidebar=explorer.sidebar_hidden(),
     )
     if problem:
         explorer._say(problem)
@@ -60,5 +61,5 @@ if __name__.startswith("bokeh"):
     # rendering thread's short Python stretches interleave with training instead of stalling it.
     # Measured with the realnvp-moons preset: in-app steps/s rose from ~60% to ~90% of headless.
     sys.setswitchinterval(0.001)
-    pn.extension(notifications=False)
+    pn.extension("katex", notifications=False)
     create_app(_link_from_request()).servable(title="flowviz")

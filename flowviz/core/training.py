@@ -80,6 +80,7 @@ class Trainer:
         )
         self.step_count = 0
         self.losses: list[float] = []
+        self.last_grad_norm: float | None = None
         self.evaluations: list[Evaluation] = []
         self._state = [t for t in self.flow.state_dict(keep_vars=True).values()]
         self._saved = [t.detach().clone() for t in self._state]
@@ -140,6 +141,7 @@ class Trainer:
         norm = torch.nn.utils.clip_grad_norm_(self._parameters, clip if clip > 0 else math.inf, foreach=True)
         if not torch.isfinite(norm):
             raise self._reject("non-finite gradient")
+        self.last_grad_norm = float(norm)  # before clipping: what the step explanation shows
         self.optimizer.step()
         if not _all_finite(self._parameters):
             self.optimizer.state.clear()  # its moments were updated from the bad step too

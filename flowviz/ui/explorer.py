@@ -20,8 +20,11 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import panel as pn
 import param
+from bokeh.events import Pan, PanStart, Tap
+from bokeh.models import ColumnDataSource
 
 from flowviz.core.bases import BASES
 from flowviz.core.devices import available_devices
@@ -29,11 +32,12 @@ from flowviz.core.layers import LAYERS
 from flowviz.core.link import LINK_PARAMETER, MAX_LINK_CHARS, read_link, spec_to_link
 from flowviz.core.pointfile import MAX_UPLOAD_BYTES, PointsFileError, parse_points
 from flowviz.core.settings import SpecError
-from flowviz.core.spec import MAX_SPEC_BYTES, ExperimentSpec
+from flowviz.core.spec import MAX_SPEC_BYTES, PANELS, ExperimentSpec
 from flowviz.core.targets import TARGETS
 from flowviz.ui.live import LiveSession, rate_per_second
 from flowviz.ui.pickers import FileUpload, SettingsForm, TargetPicker, target_options
 from flowviz.ui.stack import LayerStack
+from flowviz.ui.teaching import LEDGER_CSS, formula_tex, ledger_html, step_explanation
 from flowviz.ui.views import DepthAnimation, DepthStrip, LossChart, TargetAndModel, update_images
 
 PRESETS = Path(__file__).resolve().parent.parent.parent / "presets"
@@ -47,6 +51,17 @@ LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 1e-2, 3e-2, 1e-1]
 BATCH_SIZES = [32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
 RESOLUTIONS = [32, 48, 64, 96, 128, 192, 256]
 UPLOAD_TYPES = ".csv,.tsv,.txt,.dat,.npy,.json"
+SLOW_MOTION = 5  # at this many steps per frame or fewer, each frame explains its step
+PANEL_LABELS = {"experiment": "Experiment", "target": "Target", "base": "Base", "training": "Training",
+                "layers": "Layer editor", "overview": "Target, model, animation, loss", "density": "Density strip",
+                "log_det": "ln|det J| strip", "samples": "Sample strip", "ledger": "Ledger and formula"}
+SIDEBAR_PANELS = ("experiment", "target", "base", "training")
+BRUSH_POINTS = {"tap": 24, "drag": 6}  # points sprayed per click, and per drag event
+BRUSH_RADIUS = 0.025  # of the view's width
+MAX_DRAWN = 20_000
+LEDGER_HINT = ("<p><b>Follow a point.</b> Click any panel of the density, ln|det J| or sample strips, or the "
+               "target or model, and that point is followed through every layer: where it starts in the base, "
+               "every layer's ln|det J<sub>k</sub>|, and ln q<sub>K</sub> summed up beside its direct value.</p>")
 
 
 def preset_files() -> dict[str, Path]:
@@ -81,13 +96,20 @@ class Explorer(pn.viewable.Viewer):
         self._latest = None
         self._frames_drawn = 0
         self._points_source = ""
+        self._followed: tuple[int, tuple[float, float]] | None = None  # (depth, point) of the ledger
+        self._drawn: list[tuple[float, float]] = []
+        self._brush = np.random.default_rng(spec.seed)
         self.live = LiveSession(spec)
         self.stack = LayerStack(sizing_mode="stretch_width")
         self.stack.set_layers(spec.layers)
         self._build_controls()
         self._build_views()
+        self._build_teaching()
+        self._build_layout()
         self._sync_controls()
         self._show_target()
+        self._show_presentation()
+        self._show_formula(None)
         self._render_now()
         self._callback = None
 
@@ -169,6 +191,8 @@ class Explorer(pn.viewable.Viewer):
             self.anneal.value = training["anneal_steps"]
             self.seed.value = spec.seed
             self.resolution.value = _nearest(RESOLUTIONS, spec.view["resolution"])
+            self.projector.value = spec.presentation.projector
+            self.hidden.value = list(spec.presentation.hidden)
             self.target_form = SettingsForm(TARGETS[spec.target.name].info.settings, spec.target.settings,
                                             self._edit_target_settings)
             self.target_form_holder.objects = [self.target_form.panel]
@@ -192,10 +216,17 @@ class Explorer(pn.viewable.Viewer):
             self._sync_controls()
             return False
         target_changed = spec.target != self.spec.target or spec.view != self.spec.view
+        presentation_changed = spec.presentation != self.spec.presentation
         self.spec = spec
         self._say("")
         if target_changed:
             self._show_target()
+        if presentation_changed:
+            self._show_presentation()
+        if self._followed is not None:
+            self._show_ledger()  # the same point, through the edited stack
+        else:
+            self._show_formula(None)
         self._update_link()
         if not self.live.playing:
             self._render_now()
@@ -295,7 +326,9 @@ class Explorer(pn.viewable.Viewer):
         self._syncing = False
         self._sync_controls()
         self._show_target()
+        self._show_presentation()
         self.loss.clear()
+        self._unfollow()
         self._update_link()
         self._render_now()
         self._say("")
@@ -394,11 +427,13 @@ class Explorer(pn.viewable.Viewer):
         self._pause()
         if not self.live.step_once():
             self._say(self.live.error or "")
+        self._explain_steps = True
         self._render_now()
 
     def _reset(self) -> None:
         self._pause()
         self.live.reset()
+        self._explain_steps = False
         self.loss.clear()
         self._render_now()
         self._say("")
@@ -435,11 +470,20 @@ class Explorer(pn.viewable.Viewer):
     # -- views -------------------------------------------------------------------------------------
     def _build_views(self) -> None:
         view = self.spec.view
-        self.density = DepthStrip("density", "Density q_k after each layer")
+        marks = ColumnDataSource({"x": [], "y": []})  # the followed point, in every strip
+        self.density = DepthStrip("density", "Density q_k after each layer", marks=marks)
         self.log_det = DepthStrip("log_det", "ln|det J_k| of each layer, in nats: red expands area, blue contracts it",
-                                  images=self.density.images)
-        self.samples = DepthStrip("samples", "Samples z_k after each layer, coloured by where they start in the base")
+                                  images=self.density.images, marks=marks)
+        self.samples = DepthStrip("samples", "Samples z_k after each layer, coloured by where they start in the base",
+                                  marks=marks)
+        for strip in (self.density, self.log_det, self.samples):
+            strip.figure.on_event(Tap, lambda event, strip=strip: self._on_strip_tap(strip, event.x, event.y))
         self.target_model = TargetAndModel(view)
+        self.target_model.model_fig.on_event(Tap, lambda event: self._on_output_tap(event.x, event.y))
+        target_fig = self.target_model.target_fig
+        target_fig.on_event(Tap, lambda event: self._on_target_event(event.x, event.y, "tap"))
+        target_fig.on_event(PanStart, lambda event: self._on_target_event(event.x, event.y, "drag"))
+        target_fig.on_event(Pan, lambda event: self._on_target_event(event.x, event.y, "drag"))
         self.animation = DepthAnimation(view)
         self.loss = LossChart()
         self.cumulative = pn.widgets.RadioButtonGroup(options={"this layer": False, "cumulative Σ_j≤k": True},
@@ -469,6 +513,9 @@ class Explorer(pn.viewable.Viewer):
             self._draw(frame)
             self.loss.update(self.live.history_steps, self.live.history_loss, self.live.evaluations, self._kl_label())
             self._show_status(frame.step)
+            if self._followed is not None and (not self.live.playing or self._frames_drawn % ANIMATION_EVERY == 0):
+                self._show_ledger()
+            self._show_explanation(frame)
 
 
     def _draw(self, frame) -> None:
@@ -528,36 +575,205 @@ class Explorer(pn.viewable.Viewer):
         self.alert.object = text
         self.alert.visible = bool(text)
 
-    # -- layout ------------------------------------------------------------------------------------
-    def sidebar(self) -> list:
-        card = dict(sizing_mode="stretch_width", collapsible=True, margin=(4, 0))
-        return [
-            pn.Card(self.preset_select, pn.pane.Markdown("Open a preset file:", margin=(0, 5)), self.preset_upload,
-                    self.download, self.link, title="Experiment", **card),
-            pn.Card(self.target_picker, self.target_form_holder, self.points_note, self.points_upload,
-                    title="Target", **card),
-            pn.Card(self.base_select, self.base_learnable, self.base_form_holder, title="Base distribution", **card),
-            pn.Card(self.objective, self.learning_rate, self.batch_size, self.grad_clip, self.anneal, self.seed,
-                    self.device, self.resolution, title="Training", **card),
-        ]
+    # -- teaching: the ledger, the formula, drawing, step explanations, presentation ----------------
+    def _build_teaching(self) -> None:
+        self.ledger_table = pn.pane.HTML(LEDGER_HINT, stylesheets=[LEDGER_CSS], sizing_mode="stretch_width",
+                                         styles={"font-size": "14px"})
+        self.unfollow_button = pn.widgets.Button(label="Stop following", visible=False, width=140)
+        self.unfollow_button.on_click(lambda e: self._unfollow())
+        self.formula = pn.pane.LaTeX("", renderer="katex", sizing_mode="stretch_width", styles={"font-size": "15px"})
+        self._explain_steps = False
+        self.explanation = pn.pane.HTML("", visible=False, sizing_mode="stretch_width", margin=(0, 10),
+                                        styles={"font-size": "15px", "background": "#f4f7fb",
+                                                "border-left": "4px solid #2a6fdb", "padding": "6px 12px"})
 
-    def main(self) -> list:
+        self.draw_toggle = pn.widgets.Toggle(label="✎ Draw", width=80, color="default")
+        self.draw_toggle.param.watch(lambda e: self._on_draw_mode(e.new), "value")
+        self.draw_clear = pn.widgets.Button(label="Clear", width=70)
+        self.draw_clear.on_click(lambda e: self._clear_drawing())
+        self.draw_use = pn.widgets.Button(label="Train on it", width=100, color="primary", disabled=True)
+        self.draw_use.on_click(lambda e: self._use_drawing())
+        self.draw_note = pn.pane.Markdown("", margin=(0, 5), styles={"font-size": "13px"}, visible=False)
+
+        self.projector = pn.widgets.Checkbox(label="Projector: large type and plots")
+        self.projector.param.watch(lambda e: self._edit_presentation(), "value")
+        self.hidden = pn.widgets.CheckBoxGroup(options={PANEL_LABELS[name]: name for name in PANELS}, inline=True)
+        self.hidden.param.watch(lambda e: self._edit_presentation(), "value")
+
+    def _build_layout(self) -> None:
+        card = dict(sizing_mode="stretch_width", collapsible=True, margin=(4, 0))
+        self.panels: dict[str, pn.viewable.Viewable] = {
+            "experiment": pn.Card(self.preset_select, pn.pane.Markdown("Open a preset file:", margin=(0, 5)),
+                                  self.preset_upload, self.download, self.link, title="Experiment", **card),
+            "target": pn.Card(self.target_picker, self.target_form_holder, self.points_note, self.points_upload,
+                              title="Target", **card),
+            "base": pn.Card(self.base_select, self.base_learnable, self.base_form_holder, title="Base distribution",
+                            **card),
+            "training": pn.Card(self.objective, self.learning_rate, self.batch_size, self.grad_clip, self.anneal,
+                                self.seed, self.device, self.resolution, title="Training", **card),
+            "layers": pn.Row(pn.Column(self.stack, sizing_mode="stretch_width"),
+                             pn.Column(self.layer_form_holder, width=320), sizing_mode="stretch_width"),
+            "overview": pn.FlexBox(
+                pn.Column(self.target_model.target_fig, pn.Row(self.draw_toggle, self.draw_clear, self.draw_use),
+                          self.draw_note, width=260),
+                self.target_model.model_fig, pn.Column(self.animation.fig, self.player), self.loss.fig, gap="8px"),
+            "ledger": pn.Card(self.formula, pn.Column(self.ledger_table, self.unfollow_button, max_width=900,
+                                                      sizing_mode="stretch_width"),
+                              title="Follow a point: the change-of-variables ledger", **card),
+            "density": pn.Column(self.overlay, self.density.figure, sizing_mode="stretch_width"),
+            "log_det": pn.Column(self.cumulative, self.log_det.figure, sizing_mode="stretch_width"),
+            "samples": pn.Column(self.samples.figure, sizing_mode="stretch_width"),
+        }
+        self.presentation_card = pn.Card(
+            self.projector, pn.pane.Markdown("Hide (saved in the link and in downloaded presets):", margin=(0, 5)),
+            self.hidden, title="Presentation", collapsed=True, sizing_mode="stretch_width", margin=(4, 0))
         toolbar = pn.Row(self.play_button, self.step_button, self.reset_button, self.speed, self.status,
                          sizing_mode="stretch_width", align="center")
-        editor = pn.Row(pn.Column(self.stack, sizing_mode="stretch_width"),
-                        pn.Column(self.layer_form_holder, width=320), sizing_mode="stretch_width")
-        overview = pn.FlexBox(self.target_model.target_fig, self.target_model.model_fig,
-                              pn.Column(self.animation.fig, self.player), self.loss.fig, gap="8px")
-        return [
-            toolbar,
-            self.alert,
-            editor,
-            overview,
-            pn.Column(self.overlay, self.density.figure, sizing_mode="stretch_width"),
-            pn.Column(self.cumulative, self.log_det.figure, sizing_mode="stretch_width"),
-            self.samples.figure,
-        ]
+        self._sidebar = [self.panels[name] for name in SIDEBAR_PANELS]
+        self._main = [toolbar, self.explanation, self.alert, self.panels["layers"], self.panels["overview"],
+                      self.panels["ledger"], self.panels["density"], self.panels["log_det"], self.panels["samples"],
+                      self.presentation_card]
+
+    def _edit_presentation(self) -> None:
+        if self._syncing:
+            return
+        data = self._candidate()
+        data["presentation"] = {"projector": self.projector.value, "hidden": list(self.hidden.value)}
+        self._apply(data)
+
+    def _show_presentation(self) -> None:
+        presentation = self.spec.presentation
+        for name, viewable in self.panels.items():
+            viewable.visible = name not in presentation.hidden
+        on = presentation.projector
+        for view in (self.density, self.log_det, self.samples, self.target_model, self.animation, self.loss):
+            view.set_projector(on)
+        big = {"font-size": "24px" if on else "16px"}
+        self.status.styles = {**self.status.styles, **big}
+        self.explanation.styles = {**self.explanation.styles, "font-size": "21px" if on else "15px"}
+        self.ledger_table.styles = {"font-size": "19px" if on else "14px"}
+        self.formula.styles = {"font-size": "21px" if on else "15px"}
+        for button in (self.play_button, self.step_button, self.reset_button):
+            button.height = 60 if on else 44
+        self._redraw()
+
+    def sidebar_hidden(self) -> bool:
+        """True when every sidebar panel is hidden (the page can then fold the sidebar away)."""
+        return all(name in self.spec.presentation.hidden for name in SIDEBAR_PANELS)
+
+    # ledger
+    def _on_strip_tap(self, strip: DepthStrip, x: float, y: float) -> None:
+        found = strip.locate(x, y)
+        if found is not None:
+            self._follow(*found)
+
+    def _on_output_tap(self, x: float, y: float) -> None:
+        self._follow(len(self.live.flow.active()), (x, y))
+
+    def _follow(self, depth: int, point: tuple[float, float]) -> None:
+        self._followed = (depth, (float(point[0]), float(point[1])))
+        self._show_ledger()
+
+    def _unfollow(self) -> None:
+        self._followed = None
+        self.ledger_table.object = LEDGER_HINT
+        self.unfollow_button.visible = False
+        self.density.marks.data = {"x": [], "y": []}
+        self.target_model.show_path(None)
+        self._show_formula(None)
+
+    def _show_ledger(self) -> None:
+        depth, point = self._followed
+        ledger = self.live.follow(point, depth)
+        titles = [LAYERS[row.layer].info.title for row in ledger.rows[1:]]
+        self.ledger_table.object = ledger_html(ledger, titles)
+        self.unfollow_button.visible = True
+        points = np.array([row.point for row in ledger.rows])
+        self.density.marks.data = self.density.marks_data(points)
+        self.target_model.show_path(points)
+        self._show_formula(ledger)
+
+    def _show_formula(self, ledger) -> None:
+        types = [layer.type for layer in self.spec.layers if layer.enabled]
+        tex = formula_tex(types, {name: LAYERS[name].info.title for name in set(types)}, ledger)
+        if self.formula.object != f"$${tex}$$":
+            self.formula.object = f"$${tex}$$"
+
+    # drawing
+    def _on_draw_mode(self, on: bool) -> None:
+        # While drawing, a drag on the target paints instead of panning it.
+        self.target_model.target_fig.toolbar.active_drag = None if on else "auto"
+        self.target_model.renderers[0].glyph.global_alpha = 0.3 if on else 1.0  # draw on a faded target
+        self.draw_toggle.color = "warning" if on else "default"
+        self._show_draw_note()
+
+    def _on_target_event(self, x: float, y: float, gesture: str) -> None:
+        if not self.draw_toggle.value:
+            if gesture == "tap":
+                self._on_output_tap(x, y)
+            return
+        if len(self._drawn) >= MAX_DRAWN:
+            return
+        view = self.spec.view
+        spread = BRUSH_RADIUS * (view["xmax"] - view["xmin"])
+        sprayed = self._brush.normal((x, y), spread, size=(BRUSH_POINTS[gesture], 2))
+        sprayed = sprayed[(sprayed[:, 0] >= view["xmin"]) & (sprayed[:, 0] <= view["xmax"])
+                          & (sprayed[:, 1] >= view["ymin"]) & (sprayed[:, 1] <= view["ymax"])]
+        self._drawn.extend(map(tuple, sprayed.tolist()))
+        self.target_model.drawn.stream({"x": sprayed[:, 0], "y": sprayed[:, 1]})
+        self._show_draw_note()
+
+    def _clear_drawing(self) -> None:
+        self._drawn = []
+        self.target_model.drawn.data = {"x": np.zeros(0), "y": np.zeros(0)}
+        self._show_draw_note()
+
+    def _use_drawing(self) -> None:
+        if len(self._drawn) < 2:
+            self._say("Draw some points first: switch on ✎ Draw, then click or drag on the target.")
+            return
+        data = self._candidate()
+        data["target"] = {"name": "points", "settings": {"standardize": False}, "points": [list(p) for p in self._drawn]}
+        data["training"]["objective"] = "forward_kl"
+        self._points_source = f"{len(self._drawn):,} points drawn by hand"
+        if self._apply(data):
+            self.loss.clear()
+            self.draw_toggle.value = False
+            self._clear_drawing()
+            self._sync_controls()
+
+    def _show_draw_note(self) -> None:
+        count = len(self._drawn)
+        self.draw_use.disabled = count < 2
+        drawing = self.draw_toggle.value
+        self.draw_note.visible = drawing or count > 0
+        if drawing:
+            self.draw_note.object = (f"**Drawing:** click or drag on the target to spray points ({count:,} so far), "
+                                     "then *Train on it*.")
+        else:
+            self.draw_note.object = f"{count:,} points drawn; *Train on it* makes them the target."
+
+    # step explanations
+    def _show_explanation(self, frame) -> None:
+        slow = 0 < self.live.steps_per_frame <= SLOW_MOTION
+        show = frame.step > 0 and ((self.live.playing and slow) or (not self.live.playing and self._explain_steps))
+        self.explanation.visible = show
+        if not show:
+            return
+        trainer = self.live.trainer
+        loss = self.live.history_loss[-1] if self.live.history_loss else None
+        text = step_explanation(self.spec, frame.step, loss, trainer.last_grad_norm, trainer.inverse_temperature(),
+                                len(frame.views.layers))
+        if self.live.playing:
+            text += f"<div style='color:#556'>Slow motion: {self.live.steps_per_frame} step(s) per frame.</div>"
+        self.explanation.object = text
+
+    # -- layout ------------------------------------------------------------------------------------
+    def sidebar(self) -> list:
+        return self._sidebar
+
+    def main(self) -> list:
+        return self._main
 
     def __panel__(self):
         return pn.Row(pn.Column(*self.sidebar(), width=360), pn.Column(*self.main(), sizing_mode="stretch_width"))
-

@@ -32,6 +32,7 @@ from flowviz.core.build import build_base, build_flow, build_layer
 from flowviz.core.flow import Flow
 from flowviz.core.grid import GridRequest, GridViews, evaluate_grid, target_image
 from flowviz.core.layers import Layer
+from flowviz.core.ledger import Ledger, follow
 from flowviz.core.spec import ExperimentSpec, LayerSpec
 from flowviz.core.training import Evaluation, Trainer, TrainingDiverged
 
@@ -290,6 +291,11 @@ class LiveSession:
 
     def frames_per_second(self) -> float:
         return rate_per_second(self._frame_times)
+
+    def follow(self, point: tuple[float, float], depth: int) -> Ledger:
+        """The ledger of `point` at depth `depth` under the current weights (see core.ledger)."""
+        with self._lock:
+            return follow(self.flow, point, min(depth, len(self.flow.active())))
 
     def latest_evaluation(self) -> Evaluation | None:
         return self.evaluations[-1] if self.evaluations else None

@@ -28,6 +28,9 @@ LABEL = 0.3  # room above each panel for its two-line label, as a fraction of th
 DENSITY_PALETTE = [to_hex(c) for c in colormaps["viridis"](np.linspace(0, 1, 256))]
 LOG_DET_PALETTE = [to_hex(c) for c in colormaps["RdBu_r"](np.linspace(0, 1, 256))]
 FONT = "13px"
+PROJECTOR_FONT = "20px"
+PROJECTOR_STRIP_PX = 1560  # a strip's width with the sidebar hidden, on a 1920-pixel projector
+PROJECTOR_SQUARE_PX = 360
 
 
 def _nice_ceiling(value: float) -> float:
@@ -74,15 +77,24 @@ class Layout:
         bottom = self.y0 - (self.rows - 1) * self.h * (1 + LABEL + GAP)
         return bottom - 0.02 * self.h, self.y0 + self.h * (1 + LABEL)
 
-    def cell_px(self, colorbar_px: int) -> int:
+    def cell_px(self, colorbar_px: int, strip_px: int = STRIP_PX) -> int:
         span = (self.x_range()[1] - self.x_range()[0]) / self.w
-        return min(MAX_CELL_PX, int((STRIP_PX - colorbar_px) / span))
+        return min(int(MAX_CELL_PX * strip_px / STRIP_PX), int((strip_px - colorbar_px) / span))
 
-    def size_px(self, colorbar_px: int) -> tuple[int, int]:
-        cell = self.cell_px(colorbar_px)
+    def size_px(self, colorbar_px: int, strip_px: int = STRIP_PX) -> tuple[int, int]:
+        cell = self.cell_px(colorbar_px, strip_px)
         width = int(cell * (self.x_range()[1] - self.x_range()[0]) / self.w)
         height = int(cell * (self.y_range()[1] - self.y_range()[0]) / self.h)
         return width, height
+
+    def locate(self, x: float, y: float) -> tuple[int, tuple[float, float]] | None:
+        """The panel k under a strip coordinate, and the point of the plane there (None: a gap)."""
+        for k in range(self.depths):
+            dx, dy = self.offset(k)
+            px, py = x - dx, y - dy
+            if self.x0 <= px <= self.x0 + self.w and self.y0 <= py <= self.y0 + self.h:
+                return k, (px, py)
+        return None
 
     def inside(self, points: np.ndarray) -> np.ndarray:
         """Points outside the view box become NaN (they would stray into the neighbouring panel)."""
@@ -102,15 +114,18 @@ def depth_label(k: int, titles: list[str], width: int = 22) -> str:
 class DepthStrip:
     """One row of panels per wrap, one panel per depth k = 0..K: an image strip or the sample strip."""
 
-    def __init__(self, kind: str, title: str, images: ColumnDataSource | None = None):
+    def __init__(self, kind: str, title: str, images: ColumnDataSource | None = None,
+                 marks: ColumnDataSource | None = None):
         self.kind = kind  # "density", "log_det" or "samples"
         self.layout: Layout | None = None
+        self.strip_px = STRIP_PX
+        self.font = FONT
         self.figure = figure(title=title, match_aspect=True, x_range=Range1d(0, 1), y_range=Range1d(0, 1),
                              width=900, height=200)  # canvas: WebGL without a GPU costs more CPU than it saves
         _style(self.figure)
         self.labels = ColumnDataSource({"x": [], "y": [], "text": []})
-        self.figure.text("x", "y", "text", source=self.labels, text_font_size=FONT, text_color="#334",
-                         text_baseline="bottom")
+        self.label_glyph = self.figure.text("x", "y", "text", source=self.labels, text_font_size=FONT,
+                                            text_color="#334", text_baseline="bottom").glyph
         if kind == "samples":
             # Samples and grid lines share one source (one message per frame): both are padded with
             # NaN to a common length, which neither glyph draws.
@@ -140,6 +155,30 @@ class DepthStrip:
             self.overlay = ColumnDataSource({"x": np.zeros(0, np.float32), "y": np.zeros(0, np.float32)})
             self.overlay_renderer = self.figure.scatter("x", "y", source=self.overlay, size=2, color="#ffffff",
                                                         alpha=0.55, visible=False)
+        # The followed point z_k in every panel (the ledger): all three strips share one source.
+        self.marks = marks if marks is not None else ColumnDataSource({"x": [], "y": []})
+        draw_ring(self.figure, self.marks, 13)
+
+    def set_projector(self, on: bool) -> None:
+        """Larger panels and type for a projector."""
+        self.strip_px = PROJECTOR_STRIP_PX if on else STRIP_PX
+        self.font = PROJECTOR_FONT if on else FONT
+        self.label_glyph.text_font_size = self.font
+        self.figure.title.text_font_size = "22px" if on else "15px"
+        for bar in self.figure.select(type=ColorBar):
+            bar.title_text_font_size = bar.major_label_text_font_size = self.font
+        self._key = None  # relayout on the next update
+
+    def locate(self, x: float, y: float) -> tuple[int, tuple[float, float]] | None:
+        return self.layout.locate(x, y) if self.layout is not None else None
+
+    def marks_data(self, points: np.ndarray | None) -> dict:
+        """Columns that put z_k (points[k]) in panel k, for the shared marks source."""
+        if points is None or self.layout is None or len(points) != self.layout.depths:
+            return {"x": [], "y": []}
+        offsets = np.array([self.layout.offset(k) for k in range(self.layout.depths)])
+        placed = self.layout.inside(np.asarray(points, np.float64)) + offsets
+        return {"x": placed[:, 0].tolist(), "y": placed[:, 1].tolist()}
 
     def _relayout(self, view: dict, depths: int, titles: list[str]) -> None:
         layout = Layout(view, depths)
@@ -147,10 +186,11 @@ class DepthStrip:
         offsets = [layout.offset(k) for k in range(depths)]
         self.figure.x_range.start, self.figure.x_range.end = layout.x_range()
         self.figure.y_range.start, self.figure.y_range.end = layout.y_range()
-        colorbar = 0 if self.kind == "samples" else 90
-        width, height = layout.size_px(colorbar)
-        self.figure.width, self.figure.height = width + colorbar, height + 34
-        characters = max(6, layout.cell_px(colorbar) // 8)
+        colorbar = 0 if self.kind == "samples" else (130 if self.font == PROJECTOR_FONT else 90)
+        width, height = layout.size_px(colorbar, self.strip_px)
+        label_px = int(self.font[:-2])
+        self.figure.width, self.figure.height = width + colorbar, height + 2 * label_px + 8
+        characters = max(6, int(layout.cell_px(colorbar, self.strip_px) / (label_px * 0.62)))
         self.labels.data = {"x": [layout.x0 + dx for dx, _ in offsets],
                             "y": [layout.y0 + layout.h * 1.02 + dy for _, dy in offsets],
                             "text": [depth_label(k, titles, characters) for k in range(depths)]}
@@ -235,6 +275,18 @@ def packed_colors(samples0: np.ndarray) -> np.ndarray:
     return (rgb[:, 0] << 24) | (rgb[:, 1] << 16) | (rgb[:, 2] << 8) | np.uint32(255)
 
 
+def draw_ring(fig, source: ColumnDataSource, size: int) -> None:
+    """A ring that reads on any colour map: black under white."""
+    fig.scatter("x", "y", source=source, size=size, fill_color=None, line_color="#000000", line_width=4.5)
+    fig.scatter("x", "y", source=source, size=size, fill_color=None, line_color="#ffffff", line_width=2)
+
+
+def set_square_projector(fig, on: bool, size: int = 250) -> None:
+    side = PROJECTOR_SQUARE_PX if on else size
+    fig.width, fig.height = side, side + 30
+    fig.title.text_font_size = "22px" if on else "15px"
+
+
 def square_figure(title: str, view: dict, size: int = 250):
     fig = figure(title=title, width=size, height=size + 30, match_aspect=True,
                  x_range=Range1d(view["xmin"], view["xmax"]), y_range=Range1d(view["ymin"], view["ymax"]))
@@ -269,6 +321,27 @@ class TargetAndModel:
                                               visible=False)
         for fig, renderer in zip((self.target_fig, self.model_fig), self.renderers):
             fig.add_tools(HoverTool(renderers=[renderer], tooltips=[("density", "@image{0.000}")]))
+        # Points drawn by hand on the target (before they become the target).
+        self.drawn = ColumnDataSource({"x": np.zeros(0), "y": np.zeros(0)})
+        self.target_fig.scatter("x", "y", source=self.drawn, size=4, color="#ff7f0e", line_color=None, alpha=0.85)
+        # The followed point's path z_0 .. z_K on the model, and where it ends on the target.
+        self.path = ColumnDataSource({"x": [], "y": []})
+        self.end = ColumnDataSource({"x": [], "y": []})
+        self.model_fig.line("x", "y", source=self.path, line_color="#ffffff", line_width=1.5, line_dash="dashed")
+        self.model_fig.scatter("x", "y", source=self.path, size=4, color="#ffffff", line_color="#000000")
+        for fig in (self.target_fig, self.model_fig):
+            draw_ring(fig, self.end, 14)
+
+    def show_path(self, points: np.ndarray | None) -> None:
+        if points is None:
+            self.path.data = self.end.data = {"x": [], "y": []}
+            return
+        self.path.data = {"x": points[:, 0].tolist(), "y": points[:, 1].tolist()}
+        self.end.data = {"x": [float(points[-1, 0])], "y": [float(points[-1, 1])]}
+
+    def set_projector(self, on: bool) -> None:
+        for fig in (self.target_fig, self.model_fig):
+            set_square_projector(fig, on)
 
     def set_view(self, view: dict) -> None:
         for fig, renderer in zip((self.target_fig, self.model_fig), self.renderers):
@@ -301,11 +374,15 @@ class DepthAnimation:
                                         "color": np.zeros(0, np.uint32)})
         self.fig.scatter("x", "y", source=self.points, color="color", size=3, line_color=None, alpha=0.9)
         self.caption = ColumnDataSource({"x": [view["xmin"]], "y": [view["ymax"]], "text": [""]})
-        self.fig.text("x", "y", "text", source=self.caption, text_font_size=FONT, text_color="#fff",
-                      text_baseline="top", x_offset=6, y_offset=4)
+        self.caption_glyph = self.fig.text("x", "y", "text", source=self.caption, text_font_size=FONT, text_color="#fff",
+                                           text_baseline="top", x_offset=6, y_offset=4).glyph
         self.views: GridViews | None = None
         self.titles: list[str] = []
         self._colors_for = -1
+
+    def set_projector(self, on: bool) -> None:
+        set_square_projector(self.fig, on)
+        self.caption_glyph.text_font_size = PROJECTOR_FONT if on else FONT
 
     def set_view(self, view: dict) -> None:
         fit_view(self.fig, self.image_renderers, view)
@@ -356,6 +433,13 @@ class LossChart:
                                      renderers=[self.nll_line, self.kl_line]))
         self.sent_train = 0
         self.sent_evals = 0
+
+    def set_projector(self, on: bool) -> None:
+        self.fig.width, self.fig.height = (520, 390) if on else (380, 300)
+        font = PROJECTOR_FONT if on else FONT
+        self.fig.title.text_font_size = "22px" if on else "15px"
+        self.fig.axis.axis_label_text_font_size = self.fig.axis.major_label_text_font_size = font
+        self.fig.legend.label_text_font_size = font
 
     def clear(self) -> None:
         self.train.data = {"step": np.zeros(0, np.int32), "loss": np.zeros(0, np.float32)}
