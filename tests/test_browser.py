@@ -276,3 +276,58 @@ def test_open_and_close_twenty_times_leaves_no_threads_or_sessions(browser, serv
     growth = _rss_mib() - rss
     print(f"20 open/close cycles: {alive} sessions still in memory, RSS {growth:+.0f} MiB")
     assert growth < 150, f"memory grew by {growth:.0f} MiB over 20 sessions"
+
+
+# Screen position of a data point in a served Bokeh figure (its view found by model id), scrolled into view.
+TO_SCREEN = """([id, x, y]) => { let view = null;
+  const walk = (v) => { if (view) return; if (v.model && v.model.id === id) { view = v; return; }
+    for (const child of (typeof v.children === 'function' ? [...v.children()] : [])) walk(child); };
+  for (const root of Bokeh.index.roots) walk(root);
+  view.canvas_view.el.scrollIntoView({block: "center"});
+  const box = view.canvas_view.el.getBoundingClientRect();
+  return [box.left + view.frame.x_scale.compute(x), box.top + view.frame.y_scale.compute(y)] }"""
+
+
+def _screen(page, fig, x, y):
+    return page.evaluate(TO_SCREEN, [fig.id, x, y])
+
+
+def test_a_click_follows_a_point_and_a_drag_draws_a_target(page):
+    explorer = page.open()
+    strip = explorer.density
+    dx, dy = strip.layout.offset(2)
+    page.mouse.click(*_screen(page, strip.figure, 0.5 + dx, -0.5 + dy))
+    wait_until(lambda: explorer._followed is not None, 10, "the click to reach the server")
+    assert explorer._followed[0] == 2 and explorer._followed[1] == pytest.approx((0.5, -0.5), abs=0.05)
+    page.get_by_text("they agree").wait_for(timeout=10_000)
+    assert page.locator("math").count() >= 1  # the formula is typeset (KaTeX, served locally)
+
+    page.get_by_role("button", name="✎ Draw").click()
+    target = explorer.target_model.target_fig
+    start = _screen(page, target, -2.0, -1.0)
+    page.mouse.move(*start)
+    page.mouse.down()
+    for i in range(1, 25):
+        page.mouse.move(start[0] + 5 * i, start[1] - 3 * i, steps=2)
+    page.mouse.up()
+    wait_until(lambda: len(explorer._drawn) > 60, 10, "the drawn points")
+    drawn = list(explorer._drawn)
+    page.get_by_role("button", name="Train on it").click()
+    wait_until(lambda: explorer.spec.target.name == "points", 10, "the drawing to become the target")
+    assert len(explorer.spec.target.points) >= len(drawn)
+    assert page.external == [] and page.errors == []
+
+
+def test_a_link_with_hidden_panels_opens_them_hidden(page, server):
+    url, sessions = server
+    spec = ExperimentSpec.load("presets/realnvp-moons.json").replace(
+        presentation={"projector": True, "hidden": ["experiment", "target", "base", "training", "layers"]})
+    count = len(sessions)
+    page.goto(url + "?spec=" + spec_to_link(spec))
+    page.get_by_role("button", name="▶ Play").wait_for(timeout=60_000)
+    wait_until(lambda: len(sessions) > count, 30, "the session")
+    assert sessions[-1].spec.presentation == spec.presentation
+    page.get_by_text("Follow a point: the change-of-variables ledger").wait_for(timeout=30_000)
+    assert not page.locator(".fv-stack-item").first.is_visible()
+    assert not page.get_by_text("Base distribution", exact=True).first.is_visible()
+    assert page.get_by_text("Follow a point: the change-of-variables ledger").is_visible()

@@ -593,7 +593,7 @@ class Explorer(pn.viewable.Viewer):
         self.draw_clear.on_click(lambda e: self._clear_drawing())
         self.draw_use = pn.widgets.Button(label="Train on it", width=100, color="primary", disabled=True)
         self.draw_use.on_click(lambda e: self._use_drawing())
-        self.draw_note = pn.pane.Markdown("", margin=(0, 5), styles={"font-size": "13px"}, visible=False)
+        self.draw_note = pn.pane.Markdown("", margin=(0, 5), styles={"font-size": "13px"}, visible=False, width=250)
 
         self.projector = pn.widgets.Checkbox(label="Projector: large type and plots")
         self.projector.param.watch(lambda e: self._edit_presentation(), "value")
@@ -615,7 +615,7 @@ class Explorer(pn.viewable.Viewer):
                              pn.Column(self.layer_form_holder, width=320), sizing_mode="stretch_width"),
             "overview": pn.FlexBox(
                 pn.Column(self.target_model.target_fig, pn.Row(self.draw_toggle, self.draw_clear, self.draw_use),
-                          self.draw_note, width=260),
+                          self.draw_note),
                 self.target_model.model_fig, pn.Column(self.animation.fig, self.player), self.loss.fig, gap="8px"),
             "ledger": pn.Card(self.formula, pn.Column(self.ledger_table, self.unfollow_button, max_width=900,
                                                       sizing_mode="stretch_width"),
