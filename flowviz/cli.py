@@ -1,11 +1,21 @@
-"""The headless command line: `flowviz train PRESET.json` and `flowviz check PRESET.json`.
+"""The headless command line: `flowviz train`, `flowviz gif` and `flowviz check`.
 
     flowviz train presets/spline-8gaussians.json --steps 500 --out runs/a
+    flowviz gif presets/realnvp-moons.json --out moons.gif                    # the flow through depth
+    flowviz gif presets/realnvp-moons.json --kind training --every 25 --out t.gif
     flowviz check presets/*.json
 
 `train` prints progress to stderr and ends with one JSON line of final metrics on stdout. With
---out it writes metrics.csv, views.png (the per-layer views), model.pt (weights and spec) and
-spec.json. Exit status: 0 done, 1 training diverged, 2 bad preset or arguments.
+--out it writes metrics.csv, views.png (the per-layer views), model.pt (weights and spec),
+samples.csv (2000 samples of the model, header x,y) and spec.json.
+
+`gif` trains the same way, then writes an animated GIF (default: PRESET-KIND.gif in the current
+folder): `--kind depth` (the default) shows the trained flow layer by layer, samples gliding from
+z_k to z_{k+1} over the density q_k; `--kind training` shows the model density and its samples
+every --every steps (default: about 60 frames), with the step and the loss. Its JSON line adds
+`gif`, `frames` and `bytes`.
+
+Exit status: 0 done, 1 training diverged, 2 bad preset or arguments.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -21,25 +32,42 @@ from flowviz.core.settings import SpecError
 from flowviz.core.spec import ExperimentSpec
 from flowviz.core.training import Evaluation, Trainer, TrainingDiverged
 
+SAMPLES_CSV = 2000  # samples written to samples.csv by `train --out`
+TRAINING_GIF_FRAMES = 60  # frames a training GIF aims for when --every is not given
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowviz", description="Train and check flowviz experiments headless.")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a preset and report final metrics as one JSON line")
-    train.add_argument("preset", type=Path)
-    train.add_argument("--steps", type=int, help="steps to train (default: the preset's training.steps)")
-    train.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
-    train.add_argument("--out", type=Path, help="folder for metrics.csv, views.png, model.pt and spec.json")
-    train.add_argument("--quiet", action="store_true", help="no progress lines")
+    _training_arguments(train)
+    train.add_argument("--out", type=Path,
+                       help="folder for metrics.csv, views.png, model.pt, samples.csv and spec.json")
+    gif = commands.add_parser("gif", help="train a preset, then write an animated GIF of the flow through depth "
+                                          "or of the training")
+    _training_arguments(gif)
+    gif.add_argument("--kind", choices=("depth", "training"), default="depth",
+                     help="depth: the trained flow layer by layer (default); training: the model every --every steps")
+    gif.add_argument("--every", type=int, help="steps between training frames (default: about 60 frames in all)")
+    gif.add_argument("--out", type=Path, help="the GIF to write (default: PRESET-KIND.gif in the current folder)")
     check = commands.add_parser("check", help="validate presets")
     check.add_argument("presets", type=Path, nargs="+")
     return parser
+
+
+def _training_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("preset", type=Path)
+    command.add_argument("--steps", type=int, help="steps to train (default: the preset's training.steps)")
+    command.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
+    command.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
         return _check(args.presets)
+    if args.command == "gif":
+        return _gif(args)
     return _train(args)
 
 
@@ -56,7 +84,8 @@ def _check(paths: list[Path]) -> int:
     return status
 
 
-def _train(args: argparse.Namespace) -> int:
+def _setup(args: argparse.Namespace) -> tuple[ExperimentSpec, Trainer] | None:
+    """The spec (with --steps) and its trainer; None, after a message, for a bad preset or device."""
     try:
         spec = ExperimentSpec.load(args.preset)
         if args.steps is not None:
@@ -64,9 +93,15 @@ def _train(args: argparse.Namespace) -> int:
         trainer = Trainer(spec, device=args.device)
     except ValueError as error:  # SpecError included: a bad preset, a bad device
         print(f"flowviz: {args.preset}: {error}", file=sys.stderr)
-        return 2
+        return None
+    return spec, trainer
+
+
+def _run(args: argparse.Namespace, trainer: Trainer, spec: ExperimentSpec, rows: list[dict],
+         also=None) -> dict | None:
+    """Train the spec's steps, printing progress unless --quiet and appending a metrics row per step;
+    `also(step, loss)` runs after every step. None, after a message and a JSON line, if it diverged."""
     total = spec.training["steps"]
-    rows: list[dict] = []
 
     def progress(step: int, loss: float, evaluation: Evaluation | None) -> None:
         row = {"step": step, "loss": loss, "test_nll": "", "kl": ""}
@@ -76,12 +111,25 @@ def _train(args: argparse.Namespace) -> int:
                 kl = "" if evaluation.kl is None else f"  KL {evaluation.kl:.4f} nats"
                 print(f"step {step}/{total}  loss {loss:.4f}  test NLL {evaluation.test_nll:.4f} nats{kl}", file=sys.stderr)
         rows.append(row)
+        if also is not None:
+            also(step, loss)
 
     try:
-        metrics = trainer.run(total, progress)
+        return trainer.run(total, progress)
     except TrainingDiverged as error:
         print(f"flowviz: {error}", file=sys.stderr)
         print(json.dumps({"steps": trainer.step_count, "error": str(error)}))
+        return None
+
+
+def _train(args: argparse.Namespace) -> int:
+    setup = _setup(args)
+    if setup is None:
+        return 2
+    spec, trainer = setup
+    rows: list[dict] = []
+    metrics = _run(args, trainer, spec, rows)
+    if metrics is None:
         return 1
     if args.out is not None:
         _write_outputs(args.out, trainer, spec, rows, metrics)
@@ -89,8 +137,49 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gif(args: argparse.Namespace) -> int:
+    if args.every is not None and args.every < 1:
+        print(f"flowviz: --every: {args.every} is out of range; expected a positive number of steps", file=sys.stderr)
+        return 2
+    setup = _setup(args)
+    if setup is None:
+        return 2
+    spec, trainer = setup
+    # matplotlib only when a figure is asked for
+    from flowviz.figures import TrainingRecorder, depth_frame_count, depth_gif
+
+    total = spec.training["steps"]
+    every = args.every if args.every is not None else max(1, math.ceil(total / TRAINING_GIF_FRAMES))
+    recorder = TrainingRecorder(spec.view, title=spec.title, total_steps=total, seed=spec.seed,
+                                resolution=min(spec.view["resolution"], 128))
+
+    def record(step: int, loss: float) -> None:
+        if step % every == 0 or step == total:
+            recent = trainer.losses[-every:]  # the mean loss since the last frame: less noisy than one step's
+            recorder.record(trainer.flow, step, sum(recent) / len(recent))
+
+    if args.kind == "training":
+        recorder.record(trainer.flow, 0)  # the untrained model
+    metrics = _run(args, trainer, spec, [], record if args.kind == "training" else None)
+    if metrics is None:
+        return 1
+    if args.kind == "training":
+        data, frames = recorder.gif(), len(recorder)
+    else:
+        data, frames = depth_gif(trainer.flow, spec), depth_frame_count(len(trainer.flow.active()))
+    out = args.out if args.out is not None else Path(f"{args.preset.stem}-{args.kind}.gif")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(data)
+    except OSError as error:
+        print(f"flowviz: --out: cannot write {out}: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps({**metrics, "gif": str(out), "frames": frames, "bytes": len(data)}))
+    return 0
+
+
 def _write_outputs(out: Path, trainer: Trainer, spec: ExperimentSpec, rows: list[dict], metrics: dict) -> None:
-    from flowviz.figures import render_flow  # matplotlib only when a figure is asked for
+    from flowviz.figures import render_flow, samples_csv  # matplotlib only when a figure is asked for
 
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "metrics.csv", "w", newline="") as handle:
@@ -100,6 +189,7 @@ def _write_outputs(out: Path, trainer: Trainer, spec: ExperimentSpec, rows: list
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     spec.save(out / "spec.json")
     save_model(out / "model.pt", trainer.flow, spec, trainer.step_count)
+    (out / "samples.csv").write_bytes(samples_csv(trainer.flow, SAMPLES_CSV, spec.seed))
     render_flow(trainer.flow, trainer.target, spec, out / "views.png")
 
 

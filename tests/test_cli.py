@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from flowviz.core.checkpoint import load_model
 from flowviz.core.spec import ExperimentSpec
+from flowviz.figures import depth_frame_count
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,6 +51,10 @@ def test_train_writes_metrics_figure_and_a_safely_loadable_model(small_preset: P
         rows = list(csv.DictReader(handle))
     assert len(rows) == 60 and rows[-1]["kl"] != ""
     assert (out / "views.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(out / "samples.csv") as handle:
+        samples = list(csv.reader(handle))
+    assert samples[0] == ["x", "y"] and len(samples) == 2001
+    assert all(math.isfinite(float(value)) for row in samples[1:] for value in row)
     raw = torch.load(out / "model.pt", weights_only=True)  # nothing to unpickle
     assert raw["format"] == "flowviz-model"
     flow, spec, step = load_model(out / "model.pt")
@@ -71,10 +78,32 @@ def test_trained_model_reproduces_the_reported_test_nll(small_preset: Path, tmp_
 def test_bad_preset_fails_naming_the_field(tmp_path: Path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"layers": [{"type": "spline_coupling", "settings": {"bins": 1000}}]}))
-    for command in (("check", bad), ("train", bad)):
+    for command in (("check", bad), ("train", bad), ("gif", bad)):
         result = flowviz(*command)
         assert result.returncode == 2
         assert "layers[0].settings.bins" in result.stderr and "from 2 to 64" in result.stderr
+
+
+def test_gif_writes_a_looping_animation_of_the_flow_through_depth(small_preset: Path, tmp_path: Path):
+    out = tmp_path / "gifs" / "depth.gif"
+    result = flowviz("gif", small_preset, "--steps", 20, "--out", out, "--quiet")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["steps"] == 20 and report["gif"] == str(out) and report["bytes"] == out.stat().st_size
+    gif = Image.open(out)
+    assert gif.format == "GIF" and gif.is_animated and gif.info["loop"] == 0
+    assert gif.n_frames == report["frames"] == depth_frame_count(4)
+
+
+def test_gif_of_training_has_a_frame_every_n_steps(small_preset: Path, tmp_path: Path):
+    out = tmp_path / "training.gif"
+    result = flowviz("gif", small_preset, "--kind", "training", "--steps", 30, "--every", 10, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "step 30/30" in result.stderr
+    gif = Image.open(out)
+    assert gif.is_animated and gif.n_frames == 4 and gif.info["loop"] == 0  # steps 0, 10, 20 and 30
+    bad = flowviz("gif", small_preset, "--kind", "training", "--every", 0)
+    assert bad.returncode == 2 and "--every" in bad.stderr
 
 
 def test_check_accepts_the_shipped_presets():
