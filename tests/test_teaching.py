@@ -175,3 +175,33 @@ def test_a_page_with_every_sidebar_panel_hidden_folds_its_sidebar():
     assert page.sidebar_hidden()
     page.close()
     assert set(SIDEBAR_PANELS) <= set(PANELS)
+
+
+# -- exports -----------------------------------------------------------------------------------
+def test_every_export_button_gives_a_file_that_opens(explorer):
+    import io
+
+    from PIL import Image
+
+    from flowviz.core.checkpoint import load_model
+
+    png = explorer._views_png().getvalue()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and Image.open(io.BytesIO(png)).size[0] > 400
+    depth = Image.open(explorer._depth_gif())
+    assert depth.format == "GIF" and depth.n_frames > 3
+    training = Image.open(explorer._training_gif())  # three steps were drawn by the fixture
+    assert training.n_frames >= 3
+    flow, spec, step = load_model(explorer._model_file().getvalue())
+    assert spec == explorer.spec and step == 3
+    x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(flow.log_prob(x), explorer.live.flow.log_prob(x), rtol=0, atol=0)
+    lines = explorer._samples_file().getvalue().decode().splitlines()
+    assert lines[0] == "x,y" and len(lines) == 2001
+    assert np.isfinite(np.loadtxt(lines[1:], delimiter=",")).all()
+
+
+def test_a_training_gif_before_any_training_says_what_to_do():
+    page = Explorer(SPEC)
+    assert page._training_gif().getvalue() == b""
+    assert "Train for a few steps first" in page.message
+    page.close()

@@ -27,6 +27,7 @@ from bokeh.events import Pan, PanStart, Tap
 from bokeh.models import ColumnDataSource
 
 from flowviz.core.bases import BASES
+from flowviz.core.checkpoint import model_bytes
 from flowviz.core.devices import available_devices
 from flowviz.core.layers import LAYERS
 from flowviz.core.link import LINK_PARAMETER, MAX_LINK_CHARS, read_link, spec_to_link
@@ -34,6 +35,7 @@ from flowviz.core.pointfile import MAX_UPLOAD_BYTES, PointsFileError, parse_poin
 from flowviz.core.settings import SpecError
 from flowviz.core.spec import MAX_SPEC_BYTES, PANELS, ExperimentSpec
 from flowviz.core.targets import TARGETS
+from flowviz.figures import TrainingRecorder, depth_gif, samples_csv, views_png
 from flowviz.ui.live import LiveSession, rate_per_second
 from flowviz.ui.pickers import FileUpload, SettingsForm, TargetPicker, target_options
 from flowviz.ui.stack import LayerStack
@@ -99,6 +101,7 @@ class Explorer(pn.viewable.Viewer):
         self._followed: tuple[int, tuple[float, float]] | None = None  # (depth, point) of the ledger
         self._drawn: list[tuple[float, float]] = []
         self._brush = np.random.default_rng(spec.seed)
+        self._new_recording(spec)
         self.live = LiveSession(spec)
         self.stack = LayerStack(sizing_mode="stretch_width")
         self.stack.set_layers(spec.layers)
@@ -127,6 +130,19 @@ class Explorer(pn.viewable.Viewer):
                                                 label="Download this experiment", color="default",
                                                 sizing_mode="stretch_width")
         self.link = pn.widgets.TextInput(label="Link to this experiment (seed included)", sizing_mode="stretch_width")
+        export = dict(color="default", sizing_mode="stretch_width", margin=(2, 5))
+        self.exports = [
+            pn.widgets.FileDownload(callback=self._views_png, filename="flowviz-views.png",
+                                    label="PNG of the per-layer views", **export),
+            pn.widgets.FileDownload(callback=self._depth_gif, filename="flowviz-through-depth.gif",
+                                    label="GIF: the flow through depth", **export),
+            pn.widgets.FileDownload(callback=self._training_gif, filename="flowviz-training.gif",
+                                    label="GIF: training so far", **export),
+            pn.widgets.FileDownload(callback=self._model_file, filename="flowviz-model.pt",
+                                    label="Trained model (weights + spec, .pt)", **export),
+            pn.widgets.FileDownload(callback=self._samples_file, filename="flowviz-samples.csv",
+                                    label="2000 samples of the model (CSV)", **export),
+        ]
 
         self.target_picker = TargetPicker(options=target_options(), sizing_mode="stretch_width")
         self.target_picker.param.watch(lambda e: self._edit_target(e.new), "value")
@@ -221,6 +237,7 @@ class Explorer(pn.viewable.Viewer):
         self._say("")
         if target_changed:
             self._show_target()
+            self._new_recording(spec)
         if presentation_changed:
             self._show_presentation()
         if self._followed is not None:
@@ -321,6 +338,7 @@ class Explorer(pn.viewable.Viewer):
         self._pause()
         self.live.load(spec)
         self.spec = spec
+        self._new_recording(spec)
         self._syncing = True
         self.stack.set_layers(spec.layers)
         self._syncing = False
@@ -354,6 +372,29 @@ class Explorer(pn.viewable.Viewer):
 
     def _preset_file(self) -> io.StringIO:
         return io.StringIO(self.spec.to_json() + "\n")
+
+    # exports: each runs on a copy of the weights, so training need not stop
+    def _views_png(self) -> io.BytesIO:
+        return io.BytesIO(views_png(self.live.copy_flow(), self.live.trainer.target, self.spec))
+
+    def _depth_gif(self) -> io.BytesIO:
+        return io.BytesIO(depth_gif(self.live.copy_flow(), self.spec))
+
+    def _training_gif(self) -> io.BytesIO:
+        if len(self.recorder) < 2:
+            self._say("Train for a few steps first (▶ Play or Step): the GIF shows the frames of this run.")
+            return io.BytesIO(b"")
+        return io.BytesIO(self.recorder.gif())
+
+    def _model_file(self) -> io.BytesIO:
+        return io.BytesIO(model_bytes(self.live.copy_flow(), self.spec, self.live.step))
+
+    def _samples_file(self) -> io.BytesIO:
+        return io.BytesIO(samples_csv(self.live.copy_flow(), 2000, self.spec.seed))
+
+    def _new_recording(self, spec: ExperimentSpec) -> None:
+        self.recorder = TrainingRecorder(spec.view, title=spec.title)
+        self._recorded_step = -1
 
     def _on_points_upload(self, event) -> None:
         if event.new is None:  # (an empty file is b"", and gets its message below)
@@ -433,6 +474,7 @@ class Explorer(pn.viewable.Viewer):
     def _reset(self) -> None:
         self._pause()
         self.live.reset()
+        self._new_recording(self.spec)
         self._explain_steps = False
         self.loss.clear()
         self._render_now()
@@ -516,6 +558,10 @@ class Explorer(pn.viewable.Viewer):
             if self._followed is not None and (not self.live.playing or self._frames_drawn % ANIMATION_EVERY == 0):
                 self._show_ledger()
             self._show_explanation(frame)
+            if frame.step != self._recorded_step:
+                loss = self.live.history_loss[-1] if self.live.history_loss else float("nan")
+                self.recorder.add(frame.step, loss, frame.views)
+                self._recorded_step = frame.step
 
 
     def _draw(self, frame) -> None:
@@ -604,7 +650,9 @@ class Explorer(pn.viewable.Viewer):
         card = dict(sizing_mode="stretch_width", collapsible=True, margin=(4, 0))
         self.panels: dict[str, pn.viewable.Viewable] = {
             "experiment": pn.Card(self.preset_select, pn.pane.Markdown("Open a preset file:", margin=(0, 5)),
-                                  self.preset_upload, self.download, self.link, title="Experiment", **card),
+                                  self.preset_upload, self.download, self.link,
+                                  pn.pane.Markdown("**Export**", margin=(6, 5, 0, 5)), *self.exports,
+                                  title="Experiment", **card),
             "target": pn.Card(self.target_picker, self.target_form_holder, self.points_note, self.points_upload,
                               title="Target", **card),
             "base": pn.Card(self.base_select, self.base_learnable, self.base_form_holder, title="Base distribution",

@@ -292,6 +292,11 @@ class LiveSession:
     def frames_per_second(self) -> float:
         return rate_per_second(self._frame_times)
 
+    def copy_flow(self) -> Flow:
+        """A copy of the current model, for exports that run while training goes on."""
+        with self._lock:
+            return copy.deepcopy(self.flow)
+
     def follow(self, point: tuple[float, float], depth: int) -> Ledger:
         """The ledger of `point` at depth `depth` under the current weights (see core.ledger)."""
         with self._lock:
