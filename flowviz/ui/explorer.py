@@ -751,6 +751,7 @@ class Explorer(pn.viewable.Viewer):
     def _on_draw_mode(self, on: bool) -> None:
         # While drawing, a drag on the target paints instead of panning it.
         self.target_model.target_fig.toolbar.active_drag = None if on else "auto"
+        self.target_model.target_fig.toolbar.active_inspect = None if on else "auto"  # no tooltip under the brush
         self.target_model.renderers[0].glyph.global_alpha = 0.3 if on else 1.0  # draw on a faded target
         self.draw_toggle.color = "warning" if on else "default"
         self._show_draw_note()

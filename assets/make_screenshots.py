@@ -1,0 +1,122 @@
+"""Remake the README's screenshots of the explorer: serve the app, drive it in headless Chromium, crop.
+
+    python assets/make_screenshots.py            # writes assets/ledger.png, draw.png, projector.png
+
+Needs the test extras (Playwright) and Debian's chromium, like the browser tests.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from pathlib import Path
+
+import panel as pn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from flowviz.app import create_app  # noqa: E402
+from flowviz.core.link import spec_to_link  # noqa: E402
+from flowviz.core.spec import ExperimentSpec  # noqa: E402
+from tests.test_browser import ARGS, CHROMIUM, TO_SCREEN, wait_until  # noqa: E402
+
+OUT = ROOT / "assets"
+
+
+def main() -> None:
+    from playwright.sync_api import sync_playwright
+
+    sessions = []
+
+    def app():
+        args = pn.state.session_args.get("spec")
+        template = create_app(args[0].decode() if args else None)
+        sessions.append(template.explorer)
+        return template
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pn.extension("katex", notifications=False)
+    server = pn.serve({"app": app}, port=port, threaded=True, show=False)
+    url = f"http://localhost:{port}/app"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1600, "height": 1300})
+            ledger_and_drawing(page, url, sessions)
+            page.close()
+            page = browser.new_page(viewport={"width": 1920, "height": 1080})
+            projector(page, url, sessions)
+            browser.close()
+    finally:
+        server.stop()
+        for explorer in sessions:
+            explorer.close()
+
+
+def _open(page, url: str, sessions: list):
+    count = len(sessions)
+    page.goto(url)
+    page.get_by_role("button", name="▶ Play").wait_for(timeout=60_000)
+    wait_until(lambda: len(sessions) > count, 30, "the session")
+    time.sleep(2)
+    return sessions[-1]
+
+
+def _steps(page, explorer, n: int) -> None:
+    for _ in range(n):
+        before = explorer.live.step
+        page.get_by_role("button", name="Step", exact=True).click()
+        wait_until(lambda: explorer.live.step > before, 20, "the step")
+    time.sleep(1)
+
+
+def _box_of(page, text: str, below: int) -> dict:
+    box = page.get_by_text(text).first.bounding_box()
+    return {"x": box["x"] - 20, "y": box["y"] - 14, "width": 1600 - box["x"], "height": below}
+
+
+def ledger_and_drawing(page, url: str, sessions: list) -> None:
+    spec = ExperimentSpec.load(ROOT / "presets" / "spline-8gaussians.json").replace(view={"resolution": 64})
+    explorer = _open(page, url + "?spec=" + spec_to_link(spec), sessions)
+    play = page.get_by_role("button", name="▶ Play")
+    play.click()
+    wait_until(lambda: explorer.live.step >= 400, 120, "some training")
+    page.get_by_role("button", name="❚❚ Pause").click()
+    time.sleep(2)
+    dx, dy = explorer.density.layout.offset(2)
+    page.mouse.click(*page.evaluate(TO_SCREEN, [explorer.density.figure.id, 1.2 + dx, 0.9 + dy]))
+    page.get_by_text("they agree").wait_for(timeout=20_000)
+    time.sleep(1.5)
+    page.get_by_text("Follow a point: the change-of-variables ledger").scroll_into_view_if_needed()
+    time.sleep(0.5)
+    page.screenshot(path=OUT / "ledger.png", clip=_box_of(page, "Follow a point: the change-of-variables ledger", 720))
+
+    page.get_by_role("button", name="✎ Draw").click()
+    target = explorer.target_model.target_fig
+    for row, (x0, y0) in enumerate([(-2.5, 1.5), (-2.5, -1.5)]):
+        start = page.evaluate(TO_SCREEN, [target.id, x0, y0])
+        page.mouse.move(*start)
+        page.mouse.down()
+        for i in range(1, 40):
+            page.mouse.move(start[0] + 4 * i, start[1] + (8 if i % 10 < 5 else -8) * (row * 2 - 1) * 0.5, steps=2)
+        page.mouse.up()
+    wait_until(lambda: len(explorer._drawn) > 200, 20, "the drawing")
+    time.sleep(1)
+    box = page.get_by_text("Draw", exact=False).first.bounding_box()
+    page.screenshot(path=OUT / "draw.png", clip={"x": box["x"] - 20, "y": box["y"] - 330, "width": 820, "height": 420})
+
+
+def projector(page, url: str, sessions: list) -> None:
+    spec = ExperimentSpec.load(ROOT / "presets" / "realnvp-moons.json").replace(
+        presentation={"projector": True, "hidden": ["experiment", "target", "base", "training", "layers"]})
+    explorer = _open(page, url + "?spec=" + spec_to_link(spec), sessions)
+    _steps(page, explorer, 30)
+    page.screenshot(path=OUT / "projector.png")
+
+
+if __name__ == "__main__":
+    main()
