@@ -1,6 +1,6 @@
 """Remake the README's screenshots of the explorer: serve the app, drive it in headless Chromium, crop.
 
-    python assets/make_screenshots.py            # writes assets/ledger.png, draw.png, projector.png
+    python assets/make_screenshots.py   # writes assets/explorer.png, ledger.png, draw.png, projector.png
 
 Needs the test extras (Playwright) and Debian's chromium, like the browser tests.
 """
@@ -45,6 +45,9 @@ def main() -> None:
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1600, "height": 1100})
+            overview(page, url, sessions)
+            page.close()
             page = browser.new_page(viewport={"width": 1600, "height": 1300})
             ledger_and_drawing(page, url, sessions)
             page.close()
@@ -77,6 +80,15 @@ def _steps(page, explorer, n: int) -> None:
 def _box_of(page, text: str, below: int) -> dict:
     box = page.get_by_text(text).first.bounding_box()
     return {"x": box["x"] - 20, "y": box["y"] - 14, "width": 1600 - box["x"], "height": below}
+
+
+def overview(page, url: str, sessions: list) -> None:
+    explorer = _open(page, url, sessions)  # the default experiment: RealNVP on two moons
+    page.get_by_role("button", name="▶ Play").click()
+    wait_until(lambda: explorer.live.step >= 600, 180, "some training")
+    page.get_by_role("button", name="❚❚ Pause").click()
+    time.sleep(3)
+    page.screenshot(path=OUT / "explorer.png")
 
 
 def ledger_and_drawing(page, url: str, sessions: list) -> None:

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import io
+import re
 import time
 from collections import deque
 from pathlib import Path
@@ -67,14 +68,18 @@ LEDGER_HINT = ("<p><b>Follow a point.</b> Click any panel of the density, ln|det
 
 
 def preset_files() -> dict[str, Path]:
-    """Preset title -> file, for the picker."""
+    """Preset title -> file, for the picker, in file-name order with numbers as numbers (k2, k8, k32)."""
     found = {}
-    for path in sorted(PRESETS.glob("*.json")):
+    for path in sorted(PRESETS.glob("*.json"), key=_natural):
         try:
             found[ExperimentSpec.load(path).title] = path
         except SpecError:
             continue  # a broken preset file is the CLI's and the tests' to report, not the page's
     return found
+
+
+def _natural(path: Path) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.stem)]
 
 
 def _nearest(options: list, value):
