@@ -108,6 +108,8 @@ def ledger_and_drawing(page, url: str, sessions: list) -> None:
     page.screenshot(path=OUT / "ledger.png", clip=_box_of(page, "Follow a point: the change-of-variables ledger", 720))
 
     page.get_by_role("button", name="✎ Draw").click()
+    wait_until(lambda: explorer.draw_toggle.value, 10, "draw mode")
+    time.sleep(1)  # the figure stops panning once the server's change has reached the page
     target = explorer.target_model.target_fig
     for row, (x0, y0) in enumerate([(-2.5, 1.5), (-2.5, -1.5)]):
         start = page.evaluate(TO_SCREEN, [target.id, x0, y0])

@@ -638,11 +638,11 @@ class Explorer(pn.viewable.Viewer):
                                         styles={"font-size": "15px", "background": "#f4f7fb",
                                                 "border-left": "4px solid #2a6fdb", "padding": "6px 12px"})
 
-        self.draw_toggle = pn.widgets.Toggle(label="✎ Draw", width=80, color="default")
+        self.draw_toggle = pn.widgets.Toggle(label="✎ Draw", width=75, color="default")
         self.draw_toggle.param.watch(lambda e: self._on_draw_mode(e.new), "value")
-        self.draw_clear = pn.widgets.Button(label="Clear", width=70)
+        self.draw_clear = pn.widgets.Button(label="Clear", width=65)
         self.draw_clear.on_click(lambda e: self._clear_drawing())
-        self.draw_use = pn.widgets.Button(label="Train on it", width=100, color="primary", disabled=True)
+        self.draw_use = pn.widgets.Button(label="Train on it", width=95, color="primary", disabled=True)
         self.draw_use.on_click(lambda e: self._use_drawing())
         self.draw_note = pn.pane.Markdown("", margin=(0, 5), styles={"font-size": "13px"}, visible=False, width=250)
 
@@ -653,6 +653,9 @@ class Explorer(pn.viewable.Viewer):
 
     def _build_layout(self) -> None:
         card = dict(sizing_mode="stretch_width", collapsible=True, margin=(4, 0))
+        self.target_column = pn.Column(self.target_model.target_fig,
+                                       pn.Row(self.draw_toggle, self.draw_clear, self.draw_use), self.draw_note,
+                                       width=260)
         self.panels: dict[str, pn.viewable.Viewable] = {
             "experiment": pn.Card(self.preset_select, pn.pane.Markdown("Open a preset file:", margin=(0, 5)),
                                   self.preset_upload, self.download, self.link,
@@ -667,8 +670,7 @@ class Explorer(pn.viewable.Viewer):
             "layers": pn.Row(pn.Column(self.stack, sizing_mode="stretch_width"),
                              pn.Column(self.layer_form_holder, width=320), sizing_mode="stretch_width"),
             "overview": pn.FlexBox(
-                pn.Column(self.target_model.target_fig, pn.Row(self.draw_toggle, self.draw_clear, self.draw_use),
-                          self.draw_note),
+                self.target_column,
                 self.target_model.model_fig, pn.Column(self.animation.fig, self.player), self.loss.fig, gap="8px"),
             "ledger": pn.Card(self.formula, pn.Column(self.ledger_table, self.unfollow_button, max_width=900,
                                                       sizing_mode="stretch_width"),
@@ -708,6 +710,7 @@ class Explorer(pn.viewable.Viewer):
         self.formula.styles = {"font-size": "21px" if on else "15px"}
         for button in (self.play_button, self.step_button, self.reset_button):
             button.height = 60 if on else 44
+        self.target_column.width = self.target_model.target_fig.width + 10
         self._redraw()
 
     def sidebar_hidden(self) -> bool:
@@ -756,7 +759,7 @@ class Explorer(pn.viewable.Viewer):
     def _on_draw_mode(self, on: bool) -> None:
         # While drawing, a drag on the target paints instead of panning it.
         self.target_model.target_fig.toolbar.active_drag = None if on else "auto"
-        self.target_model.target_fig.toolbar.active_inspect = None if on else "auto"  # no tooltip under the brush
+        self.target_model.hovers[0].renderers = [] if on else [self.target_model.renderers[0]]  # no tooltip
         self.target_model.renderers[0].glyph.global_alpha = 0.3 if on else 1.0  # draw on a faded target
         self.draw_toggle.color = "warning" if on else "default"
         self._show_draw_note()

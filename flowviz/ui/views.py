@@ -319,8 +319,10 @@ class TargetAndModel:
                                             dh=view["ymax"] - view["ymin"], source=source, color_mapper=self.mapper))
         self.overlay = self.model_fig.scatter("x", "y", source=self.points, size=2.5, color="#ffffff", alpha=0.6,
                                               visible=False)
-        for fig, renderer in zip((self.target_fig, self.model_fig), self.renderers):
-            fig.add_tools(HoverTool(renderers=[renderer], tooltips=[("density", "@image{0.000}")]))
+        self.hovers = [HoverTool(renderers=[renderer], tooltips=[("density", "@image{0.000}")])
+                       for renderer in self.renderers]
+        for fig, hover in zip((self.target_fig, self.model_fig), self.hovers):
+            fig.add_tools(hover)
         # Points drawn by hand on the target (before they become the target).
         self.drawn = ColumnDataSource({"x": np.zeros(0), "y": np.zeros(0)})
         self.target_fig.scatter("x", "y", source=self.drawn, size=4, color="#ff7f0e", line_color=None, alpha=0.85)
