@@ -7,58 +7,33 @@ Needs the test extras (Playwright) and Debian's chromium, like the browser tests
 
 from __future__ import annotations
 
-import socket
 import sys
 import time
 from pathlib import Path
 
-import panel as pn
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flowviz.app import create_app  # noqa: E402
 from flowviz.core.link import spec_to_link  # noqa: E402
 from flowviz.core.spec import ExperimentSpec  # noqa: E402
-from tests.test_browser import ARGS, CHROMIUM, TO_SCREEN, wait_until  # noqa: E402
+from tests.test_browser import ARGS, CHROMIUM, TO_SCREEN, served_app, wait_until  # noqa: E402
 
 OUT = ROOT / "assets"
-
 
 def main() -> None:
     from playwright.sync_api import sync_playwright
 
-    sessions = []
-
-    def app():
-        args = pn.state.session_args.get("spec")
-        template = create_app(args[0].decode() if args else None)
-        sessions.append(template.explorer)
-        return template
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    pn.extension("katex", notifications=False)
-    server = pn.serve({"app": app}, port=port, threaded=True, show=False)
-    url = f"http://localhost:{port}/app"
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1600, "height": 1100})
-            overview(page, url, sessions)
-            page.close()
-            page = browser.new_page(viewport={"width": 1600, "height": 1300})
-            ledger_and_drawing(page, url, sessions)
-            page.close()
-            page = browser.new_page(viewport={"width": 1920, "height": 1080})
-            projector(page, url, sessions)
-            browser.close()
-    finally:
-        server.stop()
-        for explorer in sessions:
-            explorer.close()
-
+    with served_app() as (url, sessions), sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1100})
+        overview(page, url, sessions)
+        page.close()
+        page = browser.new_page(viewport={"width": 1600, "height": 1300})
+        ledger_and_drawing(page, url, sessions)
+        page.close()
+        page = browser.new_page(viewport={"width": 1920, "height": 1080})
+        projector(page, url, sessions)
+        browser.close()
 
 def _open(page, url: str, sessions: list):
     count = len(sessions)
@@ -68,7 +43,6 @@ def _open(page, url: str, sessions: list):
     time.sleep(2)
     return sessions[-1]
 
-
 def _steps(page, explorer, n: int) -> None:
     for _ in range(n):
         before = explorer.live.step
@@ -76,11 +50,9 @@ def _steps(page, explorer, n: int) -> None:
         wait_until(lambda: explorer.live.step > before, 20, "the step")
     time.sleep(1)
 
-
 def _box_of(page, text: str, below: int) -> dict:
     box = page.get_by_text(text).first.bounding_box()
     return {"x": box["x"] - 20, "y": box["y"] - 14, "width": 1600 - box["x"], "height": below}
-
 
 def overview(page, url: str, sessions: list) -> None:
     explorer = _open(page, url, sessions)  # the default experiment: RealNVP on two moons
@@ -89,7 +61,6 @@ def overview(page, url: str, sessions: list) -> None:
     page.get_by_role("button", name="❚❚ Pause").click()
     time.sleep(3)
     page.screenshot(path=OUT / "explorer.png")
-
 
 def ledger_and_drawing(page, url: str, sessions: list) -> None:
     spec = ExperimentSpec.load(ROOT / "presets" / "spline-8gaussians.json").replace(view={"resolution": 64})
@@ -123,14 +94,12 @@ def ledger_and_drawing(page, url: str, sessions: list) -> None:
     box = page.get_by_text("Draw", exact=False).first.bounding_box()
     page.screenshot(path=OUT / "draw.png", clip={"x": box["x"] - 20, "y": box["y"] - 330, "width": 820, "height": 420})
 
-
 def projector(page, url: str, sessions: list) -> None:
     spec = ExperimentSpec.load(ROOT / "presets" / "realnvp-moons.json").replace(
         presentation={"projector": True, "hidden": ["experiment", "target", "base", "training", "layers"]})
     explorer = _open(page, url + "?spec=" + spec_to_link(spec), sessions)
     _steps(page, explorer, 30)
     page.screenshot(path=OUT / "projector.png")
-
 
 if __name__ == "__main__":
     main()

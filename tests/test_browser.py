@@ -1,6 +1,7 @@
 """The explorer in a real browser: headless Chromium (the system `chromium` package) driven by
 Playwright, against the app served in this process so the tests can look at each session's state."""
 
+import contextlib
 import os
 import shutil
 import socket
@@ -42,9 +43,10 @@ def browser():
         launched.close()
 
 
-@pytest.fixture(scope="module")
-def server():
-    """The app on a free port; `sessions` collects each page's Explorer as it is created."""
+@contextlib.contextmanager
+def served_app(**options):
+    """The app served in this process on a free port: yields its URL and the list that collects each
+    page's Explorer as it is created; stops the server and closes every Explorer afterwards."""
     sessions = []
 
     def app():
@@ -57,14 +59,22 @@ def server():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     pn.extension(notifications=False)
+    thread = pn.serve({"app": app}, port=port, threaded=True, show=False, **options)
+    try:
+        wait_until(lambda: _listening(port), 30, "the server")
+        yield f"http://localhost:{port}/app", sessions
+    finally:
+        thread.stop()
+        for explorer in sessions:
+            explorer.close()
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The app on a free port; `sessions` collects each page's Explorer as it is created."""
     # Closed tabs count as gone after 1 s (the default is 15 s, checked every 17 s).
-    thread = pn.serve({"app": app}, port=port, threaded=True, show=False,
-                      unused_session_lifetime_milliseconds=1000, check_unused_sessions_milliseconds=500)
-    wait_until(lambda: _listening(port), 30, "the server")
-    yield f"http://localhost:{port}/app", sessions
-    thread.stop()
-    for explorer in sessions:
-        explorer.close()
+    with served_app(unused_session_lifetime_milliseconds=1000, check_unused_sessions_milliseconds=500) as served:
+        yield served
 
 
 def _listening(port):
