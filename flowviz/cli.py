@@ -60,6 +60,8 @@ def _training_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--steps", type=int, help="steps to train (default: the preset's training.steps)")
     command.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
     command.add_argument("--quiet", action="store_true", help="no progress lines")
+    command.add_argument("--compile", action="store_true",
+                         help="torch.compile the model: 1.5-2.6x the steps/s after a one-off compile of ~25 s (needs g++)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +92,7 @@ def _setup(args: argparse.Namespace) -> tuple[ExperimentSpec, Trainer] | None:
         spec = ExperimentSpec.load(args.preset)
         if args.steps is not None:
             spec = spec.replace(training={"steps": args.steps})
-        trainer = Trainer(spec, device=args.device)
+        trainer = Trainer(spec, device=args.device, compile=args.compile)
     except ValueError as error:  # SpecError included: a bad preset, a bad device
         print(f"flowviz: {args.preset}: {error}", file=sys.stderr)
         return None

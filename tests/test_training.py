@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import pytest
 import torch
@@ -140,3 +141,21 @@ def test_cuda_training_matches_cpu():
     losses_cuda = [cuda.step() for _ in range(5)]
     assert losses_cuda == pytest.approx(losses_cpu, rel=1e-3)
     assert cuda.evaluate().kl == pytest.approx(cpu.evaluate().kl, abs=1e-3)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on a CPU needs g++")
+@pytest.mark.parametrize("objective, target", [("forward_kl", "moons"), ("reverse_kl", "u2")])
+def test_a_compiled_trainer_takes_the_steps_an_eager_one_takes(objective, target):
+    layers = alternating("affine_coupling", 2, hidden=16) + [{"type": "spline_coupling", "settings": {"hidden": 16}}]
+    spec = spec_of(target={"name": target}, layers=layers, training={"objective": objective, "batch_size": 128})
+    eager, compiled = Trainer(spec), Trainer(spec, compile=True)
+    assert compiled.compiled
+    assert [compiled.step() for _ in range(5)] == pytest.approx([eager.step() for _ in range(5)], rel=1e-4)
+    for a, b in zip(eager.flow.parameters(), compiled.flow.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_compiling_without_a_compiler_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(ValueError, match="install g\\+\\+"):
+        Trainer(spec_of(layers=alternating("affine_coupling", 1, hidden=8)), compile=True)
