@@ -1,17 +1,23 @@
 """Training throughput and fit against zuko, normflows and nflows, in one run.
 
-    pip install -e '.[bench]' && python bench/peers.py [--steps 1000] [--repeats 1]
+    pip install -e '.[bench]' && python bench/peers.py [--steps 1000] [--repeats 1] [--race 60]
 
 Same architectures (RealNVP: 8 affine couplings with MLP(64, 64); NSF: 4 rational-quadratic spline
 couplings with MLP(64, 64), 8 bins, tails at ±5), same data stream, batch 512, Adam 1e-3. Fit is the
 true KL(p‖q) in nats on 4096 held-out points, with the exact target density. Steps/s counts the
-training steps, data sampling included for everyone. Prints a markdown table; ratios are against the fastest peer in this run.
+training steps after 10 untimed warm-up steps (which hold torch.compile's compile), data sampling
+included for everyone. flowviz runs twice: eager, and with `Trainer(compile=True)`
+(`flowviz train --compile`). Prints markdown tables; ratios are against the fastest peer in this run.
+
+The race (`--race S`): every library trains each architecture on checkerboard for S CPU-seconds of
+this process (time.process_time: all threads; compiling counts), then its KL is measured.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import time
 
 import torch
@@ -24,14 +30,14 @@ from flowviz.core.training import Trainer
 BATCH, LR, HIDDEN = 512, 1e-3, 64
 
 
-def flowviz_trainer(arch: str, target: str, seed: int) -> Trainer:
+def flowviz_trainer(arch: str, target: str, seed: int, compile: bool = False) -> Trainer:
     """flowviz runs through `Trainer.step`, the path the app and CLI use, with its finiteness
     guard and snapshot included."""
     kind, count = ("affine_coupling", 8) if arch == "realnvp" else ("spline_coupling", 4)
     layers = [{"type": kind, "settings": {"transformed": "z2" if i % 2 == 0 else "z1", "hidden": HIDDEN, "depth": 2}}
               for i in range(count)]
     return Trainer(ExperimentSpec.from_dict({"seed": seed, "layers": layers, "target": {"name": target},
-                                             "training": {"learning_rate": LR, "batch_size": BATCH}}))
+                                             "training": {"learning_rate": LR, "batch_size": BATCH}}), compile=compile)
 
 
 def zuko_model(arch: str):
@@ -84,60 +90,99 @@ def nflows_model(arch: str):
     return flow, flow.log_prob
 
 
-LIBRARIES = {"flowviz": flowviz_trainer, "zuko": zuko_model, "normflows": normflows_model, "nflows": nflows_model}
+FLOWVIZ = ("flowviz", "flowviz compiled")
+PEERS = {"zuko": zuko_model, "normflows": normflows_model, "nflows": nflows_model}
+LIBRARIES = [*FLOWVIZ, *PEERS]
+WARMUP = 10
 
 
-def run(library: str, arch: str, target_name: str, steps: int, seed: int) -> tuple[float, float]:
-    """Every library draws each batch from the same sampler inside the timed loop."""
+def stepper(library: str, arch: str, target, seed: int):
+    """(model, its log-density, one training step). Every library draws each batch from the same
+    sampler inside the step."""
     torch.manual_seed(seed)
-    target = TARGETS[target_name]()
-    test = target.held_out(4096, seed)
-    if library == "flowviz":
-        trainer = flowviz_trainer(arch, target_name, seed)
-        model, log_prob = trainer.flow, trainer.flow.log_prob
-        start = time.perf_counter()
-        for _ in range(steps):
-            trainer.step()
-        seconds = time.perf_counter() - start
-    else:
-        model, log_prob = LIBRARIES[library](arch)
-        generator = torch.Generator().manual_seed(seed)
-        optimizer = torch.optim.Adam(model.parameters(), lr=LR)
-        model.train()
-        start = time.perf_counter()
-        for _ in range(steps):
-            loss = -log_prob(target.sample(BATCH, generator)).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        seconds = time.perf_counter() - start
+    if library in FLOWVIZ:
+        trainer = flowviz_trainer(arch, target.info.name, seed, compile=library == "flowviz compiled")
+        return trainer.flow, trainer.flow.log_prob, trainer.step
+    model, log_prob = PEERS[library](arch)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    model.train()
+
+    def step() -> None:
+        loss = -log_prob(target.sample(BATCH, generator)).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return model, log_prob, step
+
+
+def kl_of(model, log_prob, target, seed: int) -> float:
     model.eval()
+    test = target.held_out(4096, seed)
     with torch.no_grad():
-        kl = float((target.log_prob(test) - log_prob(test)).mean())
-    return steps / seconds, kl
+        return float((target.log_prob(test) - log_prob(test)).mean())
+
+
+def run(library: str, arch: str, target_name: str, steps: int, seed: int) -> tuple[float, float, float]:
+    """(steps/s after the warm-up, KL after `steps` steps, seconds the warm-up took)."""
+    target = TARGETS[target_name]()
+    start = time.perf_counter()
+    model, log_prob, step = stepper(library, arch, target, seed)
+    for _ in range(WARMUP):
+        step()
+    warmup = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(steps - WARMUP):
+        step()
+    seconds = time.perf_counter() - start
+    return (steps - WARMUP) / seconds, kl_of(model, log_prob, target, seed), warmup
+
+
+def race(library: str, arch: str, cpu_seconds: float, seed: int = 0) -> tuple[int, float]:
+    """Steps done and KL(p‖q) on checkerboard after `cpu_seconds` of this process's CPU time,
+    building (and compiling) the model included."""
+    target = TARGETS["checkerboard"]()
+    start = time.process_time()
+    model, log_prob, step = stepper(library, arch, target, seed)
+    steps = 0
+    while time.process_time() - start < cpu_seconds:
+        step()
+        steps += 1
+    return steps, kl_of(model, log_prob, target, seed)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--libraries", nargs="+", default=list(LIBRARIES))
+    parser.add_argument("--libraries", nargs="+", default=LIBRARIES, choices=LIBRARIES)
+    parser.add_argument("--race", type=float, default=0, help="CPU-seconds per library for the checkerboard race (0: none)")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps, batch {BATCH}\n")
-    print("| architecture | target | library | steps/s | × fastest peer | KL(p‖q) nats |")
-    print("|---|---|---|---|---|---|")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps, batch {BATCH}, "
+          f"medians over seeds 0..{args.repeats - 1}\n")
+    print("| architecture | target | library | steps/s | × fastest peer | KL(p‖q) nats | warm-up s |")
+    print("|---|---|---|---|---|---|---|")
     for arch in ("realnvp", "nsf"):
         for target in ("8gaussians", "checkerboard"):
             results = {}
             for repeat in range(args.repeats):
                 for library in args.libraries:  # interleaved, so drift on a shared machine hits all alike
-                    speed, kl = run(library, arch, target, args.steps, seed=repeat)
-                    results.setdefault(library, []).append((speed, kl))
-            medians = {lib: (sorted(s for s, _ in r)[len(r) // 2], sorted(k for _, k in r)[len(r) // 2]) for lib, r in results.items()}
-            peers = [s for lib, (s, _) in medians.items() if lib != "flowviz"]
+                    results.setdefault(library, []).append(run(library, arch, target, args.steps, seed=repeat))
+            medians = {lib: [statistics.median(column) for column in zip(*r)] for lib, r in results.items()}
+            peers = [speed for lib, (speed, _, _) in medians.items() if lib in PEERS]
             fastest = max(peers) if peers else math.nan
-            for library, (speed, kl) in medians.items():
-                print(f"| {arch} | {target} | {library} | {speed:.1f} | {speed / fastest:.2f} | {kl:.3f} |", flush=True)
+            for library, (speed, kl, warmup) in medians.items():
+                print(f"| {arch} | {target} | {library} | {speed:.1f} | {speed / fastest:.2f} | {kl:.3f} | {warmup:.1f} |",
+                      flush=True)
+    if args.race:
+        print(f"\nCheckerboard race: {args.race:g} CPU-seconds each (compiling included), seed 0\n")
+        print("| architecture | library | steps | KL(p‖q) nats |")
+        print("|---|---|---|---|")
+        for arch in ("realnvp", "nsf"):
+            for library in args.libraries:
+                steps, kl = race(library, arch, args.race)
+                print(f"| {arch} | {library} | {steps} | {kl:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

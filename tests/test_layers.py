@@ -31,6 +31,17 @@ def test_inverse_undoes_forward_and_log_dets_cancel(name, seed, scale):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_inverse_on_a_grid_is_the_inverse_at_its_points(name):
+    layer = random_layer(name, seed=7)
+    xs, ys = torch.linspace(-5, 5, 9, dtype=torch.float64), torch.linspace(-3, 4, 7, dtype=torch.float64)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    with torch.no_grad():
+        expected = layer.inverse(torch.stack([gx.reshape(-1), gy.reshape(-1)], -1))
+        got = layer.inverse_on_grid(xs, ys)
+    torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", NAMES)
 @given(seed=seeds, scale=scales)
 def test_log_dets_equal_autograd_jacobian(name, seed, scale):
     layer = random_layer(name, seed)

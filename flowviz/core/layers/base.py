@@ -48,6 +48,12 @@ class Layer(nn.Module):
     def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:  # data -> base
         raise NotImplementedError
 
+    def inverse_on_grid(self, xs: Tensor, ys: Tensor) -> tuple[Tensor, Tensor]:
+        """`inverse` at every point of the grid xs × ys, x varying fastest. The grid views call it
+        once per depth; a layer that can use the grid's structure overrides it."""
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+        return self.inverse(torch.stack([gx.reshape(-1), gy.reshape(-1)], -1))
+
 
 class IterativeInverse(Layer):
     """A layer whose inverse is found numerically (accurate to well below 1e-5)."""

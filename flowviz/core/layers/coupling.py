@@ -46,6 +46,18 @@ class Coupling(Layer):
     def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self._couple(x, inverse=True)
 
+    def inverse_on_grid(self, xs: Tensor, ys: Tensor) -> tuple[Tensor, Tensor]:
+        # The conditioner sees only the kept coordinate, which takes len(xs) (or len(ys)) values on
+        # the grid: run it on those and repeat, instead of on every grid point.
+        if self.changed == 1:  # y changes given x; x varies fastest
+            kept, changed = xs.repeat(len(ys)), ys.repeat_interleave(len(xs))
+            params = self.net(xs[:, None]).repeat(len(ys), 1)
+        else:
+            kept, changed = ys.repeat_interleave(len(xs)), xs.repeat(len(ys))
+            params = self.net(ys[:, None]).repeat_interleave(len(xs), 0)
+        out, ladj = self._transform(changed, params, inverse=True)
+        return torch.stack([kept, out] if self.changed == 1 else [out, kept], dim=1), ladj
+
 
 @register(
     LayerInfo(

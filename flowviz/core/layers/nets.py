@@ -17,12 +17,28 @@ HIDDEN_SETTINGS = (
 )
 
 
+class ScalarInputLinear(nn.Linear):
+    """nn.Linear for one input feature as a broadcast multiply-add. Same parameters; BLAS treats
+    an (N, 1) x (1, H) product as a full matrix product and takes ~3x longer (every 2-D coupling
+    conditioner starts with one)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.addcmul(self.bias, x, self.weight.T)
+
+
+def _activation(name: str) -> nn.Module:
+    # In place, ReLU rewrites the Linear output it follows instead of allocating another
+    # (N, hidden) tensor: ~10% of a grid evaluation. Autograd allows it: ReLU's backward needs only
+    # its output, and Linear's backward never needs its own.
+    return nn.ReLU(inplace=True) if name == "relu" else ACTIVATIONS[name]()
+
+
 def mlp(inputs: int, outputs: int, hidden: int, depth: int, activation: str) -> nn.Sequential:
     """An MLP whose last layer starts at zero, so a fresh flow layer starts as the identity."""
     sizes = [inputs] + [hidden] * depth
     modules: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:]):
-        modules += [nn.Linear(a, b), ACTIVATIONS[activation]()]
+        modules += [ScalarInputLinear(a, b) if a == 1 else nn.Linear(a, b), _activation(activation)]
     last = nn.Linear(sizes[-1], outputs)
     nn.init.zeros_(last.weight)
     nn.init.zeros_(last.bias)
@@ -54,7 +70,7 @@ class MADE(nn.Module):
         previous = in_degrees
         for _ in range(depth):
             mask = (hidden_degrees[:, None] >= previous[None, :]).float()
-            layers += [MaskedLinear(len(previous), hidden, mask), ACTIVATIONS[activation]()]
+            layers += [MaskedLinear(len(previous), hidden, mask), _activation(activation)]
             previous = hidden_degrees
         last = MaskedLinear(len(previous), len(out_degrees), (out_degrees[:, None] > previous[None, :]).float())
         nn.init.zeros_(last.weight)
