@@ -6,6 +6,7 @@ threads, plots). A `?spec=...` link opens that experiment.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import panel as pn
@@ -14,6 +15,7 @@ import torch
 from flowviz.core.limits import LIMITS
 from flowviz.core.link import LINK_PARAMETER
 from flowviz.ui.explorer import Explorer
+from flowviz.ui.live import ComputeGate
 
 TITLE = "flowviz · normalizing flows, layer by layer"
 
@@ -22,6 +24,11 @@ def open_sessions() -> int:
     """Sessions this server process holds now (Bokeh's own count, this one included)."""
     context = pn.state.curdoc.session_context if pn.state.curdoc is not None else None
     return len(context.server_context.sessions) if context is not None else 0
+
+
+def compute_gate() -> ComputeGate:
+    """The one gate this process's sessions share: as many heavy jobs at once as it has cores."""
+    return ComputeGate(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 def server_full() -> pn.template.BootstrapTemplate:
@@ -35,7 +42,7 @@ def server_full() -> pn.template.BootstrapTemplate:
 def create_app(link: str | None = None) -> pn.template.BootstrapTemplate:
     if open_sessions() > LIMITS.max_sessions:
         return server_full()  # no model, no threads: the sessions already here keep their share
-    explorer, problem = Explorer.from_link(link)
+    explorer, problem = Explorer.from_link(link, gate=pn.state.as_cached("flowviz-compute-gate", compute_gate))
     template = pn.template.BootstrapTemplate(
         title=TITLE, sidebar=explorer.sidebar(), main=explorer.main(), sidebar_width=380,
         header_background="#1d3557", busy_indicator=None,  # it would flicker on every frame, at a cost

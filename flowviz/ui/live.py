@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 import time
@@ -39,7 +40,41 @@ from flowviz.core.training import Evaluation, Trainer, TrainingDiverged
 SAMPLES_SHOWN = 600  # base samples pushed through the stack in the sample views
 TARGET_POINTS_SHOWN = 600
 LIVE_RESOLUTION = 48  # grid side while training runs; the spec's resolution when paused
-MAX_FPS = 12.0
+MAX_FPS = 20.0
+
+
+class ComputeGate:
+    """Lets at most `slots` heavy jobs (training steps, frame renders) run at once, first come first
+    served.
+
+    One server process shares one gate among all its sessions (app.py keeps it in `pn.state.cache`;
+    it holds no session's data). Without it, 30 sessions are 60 runnable threads fighting over the
+    GIL and two cores: measured with 10 sessions, two thirds of the CPU went to that fight, and each
+    page got 1 frame/s. Jobs hand their slot straight to the oldest waiter, so a thread that loops
+    (training) cannot take it back ahead of the others.
+    """
+
+    def __init__(self, slots: int):
+        self._lock = threading.Lock()
+        self._free = slots
+        self._waiting: deque[threading.Lock] = deque()
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._free and not self._waiting:
+                self._free -= 1
+                return
+            ticket = threading.Lock()
+            ticket.acquire()
+            self._waiting.append(ticket)
+        ticket.acquire()  # released by the job that hands its slot over
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:
+            if self._waiting:
+                self._waiting.popleft().release()
+            else:
+                self._free += 1
 
 
 def rate_per_second(times: deque[float], window: float = 2.0) -> float:
@@ -73,7 +108,9 @@ class LiveSession:
     survive an edit keeps its trained weights.
     """
 
-    def __init__(self, spec: ExperimentSpec, device: str = "cpu", layer_ids: list[int] | None = None):
+    def __init__(self, spec: ExperimentSpec, device: str = "cpu", layer_ids: list[int] | None = None,
+                 gate: ComputeGate | None = None):
+        self._gate = gate if gate is not None else contextlib.nullcontext()
         self._lock = threading.RLock()  # guards the model, the trainer and the histories
         self._stop = threading.Event()
         self._playing = threading.Event()
@@ -230,7 +267,9 @@ class LiveSession:
             if self.steps_per_frame and self._steps_since_snapshot >= self.steps_per_frame:
                 self._snapshot_wanted.wait(0.05)  # slow motion: wait for the frame to show these steps
                 continue
-            if self._train_one():
+            with self._gate:
+                trained = self._train_one()
+            if trained:
                 self._steps_since_snapshot += 1
 
     def _serve_snapshot(self) -> None:
@@ -255,7 +294,8 @@ class LiveSession:
             if not self._snapshot_ready.wait(0.5):
                 continue
             flow, step = self._snapshot
-            frame = self._render(flow, step, min(LIVE_RESOLUTION, self.spec.view["resolution"]))
+            with self._gate:
+                frame = self._render(flow, step, min(LIVE_RESOLUTION, self.spec.view["resolution"]))
             self._publish(frame)
 
     # -- frames -------------------------------------------------------------------------------------

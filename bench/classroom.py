@@ -1,0 +1,226 @@
+"""A classroom on one server: N sessions training at once; frames/s per session, server CPU, memory.
+
+    python bench/classroom.py --sessions 1 10 30 [--seconds 30] [--preset realnvp-moons]
+
+Every session opens the preset through its link (`?spec=...`); without --preset, the app's default.
+
+Starts `panel serve flowviz/app.py` and, for each N, opens N sessions the way a browser does (GET the
+page, open its websocket, pull the document) and presses ▶ Play in each (the Toggle's `active`,
+as BokehJS sends it). The students are light Bokeh-protocol clients in this one process, not
+browsers: on a 2-core machine, N Chromiums would measure the browsers, and in a classroom they run
+on the students' own machines. Each client counts the document patches that carry a new step
+counter (one per frame pushed to it) and reads the step from them.
+
+With `--procs K` (K > 1) the sessions go through nginx to K `panel serve` processes, sticky by the
+`fv_affinity` cookie (bench/nginx-flowviz.conf, as bench/classroom_proxy.py runs it); each client
+sends its own cookie. CPU and memory are then the sum over the K processes.
+
+Reports per-session frames/s (minimum, median), steps/s per session, the server's CPU (cores busy,
+from /proc) and its resident memory per session above the idle server. The sessions of one N are
+closed before the next N starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import urllib.request
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.websocket import websocket_connect
+
+ROOT = Path(__file__).resolve().parent.parent
+STEP = re.compile(rb"fv-step(?:'>|&#x27;&gt;)([\d,]+)")  # the status line's step counter, in a patch
+TICKS = 100  # /proc clock ticks per second (Linux)
+
+
+@dataclass
+class Student:
+    frames: list[tuple[float, int]] = field(default_factory=list)  # (time, step) of every frame received
+    bytes: int = 0
+    error: str | None = None
+
+
+async def _read(ws) -> tuple[dict, bytes, list[bytes]]:
+    """One Bokeh protocol message: header, metadata, content, then a (header, payload) pair per buffer."""
+    header = json.loads(await ws.read_message())
+    await ws.read_message()
+    content = await ws.read_message()
+    buffers = []
+    for _ in range(header.get("num_buffers", 0)):
+        await ws.read_message()
+        buffers.append(await ws.read_message())
+    if content is None:
+        raise ConnectionError("the server closed the websocket")
+    return header, content if isinstance(content, bytes) else content.encode(), buffers
+
+
+async def _send(ws, msgtype: str, content: dict) -> None:
+    await ws.write_message(json.dumps({"msgid": uuid.uuid4().hex, "msgtype": msgtype}))
+    await ws.write_message("{}")
+    await ws.write_message(json.dumps(content))
+
+
+def _play_toggle(document: object) -> str | None:
+    """The id of the Toggle labelled ▶ Play in a pulled document (its JSON)."""
+    if isinstance(document, dict):
+        if document.get("name") == "Toggle" and "Play" in str(document.get("attributes", {}).get("label", "")):
+            return document["id"]
+        items = document.values()
+    elif isinstance(document, list):
+        items = document
+    else:
+        return None
+    for item in items:
+        found = _play_toggle(item)
+        if found:
+            return found
+    return None
+
+
+async def attend(url: str, student: Student, stop: asyncio.Event) -> None:
+    cookie = {"Cookie": f"fv_affinity={uuid.uuid4().hex}"}  # one browser: its page and websocket stick together
+    try:
+        page = await AsyncHTTPClient().fetch(url, headers=cookie, request_timeout=300)
+        host = url.split("/")[2]
+        token = re.search(rb'"token":\s*"([^"]+)"', page.body).group(1).decode()
+        ws = await websocket_connect(HTTPRequest(f"ws://{host}/app/ws", headers=cookie, request_timeout=300),
+                                     subprotocols=["bokeh", token], max_message_size=1 << 30)
+        await _read(ws)  # ACK
+        await _send(ws, "PULL-DOC-REQ", {})
+        header, content, _ = await _read(ws)
+        while header["msgtype"] != "PULL-DOC-REPLY":
+            header, content, _ = await _read(ws)
+        toggle = _play_toggle(json.loads(content))
+        # What BokehJS says once it has rendered the page: Panel runs its onload callbacks on it.
+        await _send(ws, "PATCH-DOC", {"events": [{"kind": "MessageSent", "msg_type": "bokeh_event", "msg_data": {
+            "type": "event", "name": "document_ready", "values": {"type": "map", "entries": []}}}]})
+        await _send(ws, "PATCH-DOC", {"events": [{"kind": "ModelChanged", "model": {"id": toggle}, "attr": "active",
+                                                  "new": True}]})
+        while not stop.is_set():
+            header, content, buffers = await _read(ws)
+            student.bytes += len(content) + sum(len(b) for b in buffers)
+            hit = STEP.search(content) if header["msgtype"] == "PATCH-DOC" else None
+            if hit:
+                student.frames.append((time.perf_counter(), int(hit.group(1).replace(b",", b""))))
+        ws.close()
+    except Exception as error:  # noqa: BLE001 - reported per student
+        student.error = f"{type(error).__name__}: {error}"
+
+
+def cpu_ticks(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total
+
+
+def rss_mib(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) / 1024
+    return total
+
+
+async def classroom(url: str, pid: list[int], sessions: int, seconds: float, warmup: float) -> dict:
+    students = [Student() for _ in range(sessions)]
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(attend(url, s, stop)) for s in students]
+    opened = time.perf_counter()
+    while sum(1 for s in students if s.frames or s.error) < sessions and time.perf_counter() - opened < 600:
+        await asyncio.sleep(0.5)
+    ready = time.perf_counter() - opened
+    await asyncio.sleep(warmup)
+    start, ticks = time.perf_counter(), cpu_ticks(pid)
+    marks = [len(s.frames) for s in students]
+    await asyncio.sleep(seconds)
+    end, busy, memory = time.perf_counter(), (cpu_ticks(pid) - ticks) / TICKS, rss_mib(pid)
+    stop.set()
+    fps, steps = [], []
+    for student, mark in zip(students, marks):
+        window = [f for f in student.frames[mark:] if f[0] <= end]
+        fps.append((len(window) - 1) / (end - start) if len(window) > 1 else 0.0)
+        steps.append((window[-1][1] - window[0][1]) / (end - start) if len(window) > 1 else 0.0)
+    await asyncio.wait(tasks, timeout=30)
+    return {"sessions": sessions, "open_s": ready, "fps_min": min(fps), "fps_median": statistics.median(fps),
+            "steps_median": statistics.median(steps), "cores": busy / (end - start), "rss_mib": memory,
+            "kib_per_frame": sum(s.bytes for s in students) / 1024 / max(sum(len(s.frames) for s in students), 1),
+            "errors": [s.error for s in students if s.error]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, nargs="+", default=[1, 10, 30])
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--warmup", type=float, default=10)
+    parser.add_argument("--preset", help="a preset name from presets/ (default: the app's default experiment)")
+    parser.add_argument("--procs", type=int, default=1, help="panel serve processes; more than 1 go behind nginx")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT / "bench"))
+    from app_rate import free_port
+    from classroom_proxy import CONF, Stack, render_config
+
+    from flowviz.core.link import LINK_PARAMETER, spec_to_link
+    from flowviz.core.spec import ExperimentSpec
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/app"
+    if args.preset:
+        url += f"?{LINK_PARAMETER}={spec_to_link(ExperimentSpec.load(ROOT / 'presets' / f'{args.preset}.json'))}"
+    workdir = Path(tempfile.mkdtemp(prefix="fv-classroom-"))
+    (workdir / "logs").mkdir()
+    stack = Stack(workdir)
+    try:
+        if args.procs == 1:
+            stack.start_backend(port, port, xheaders=False)
+        else:
+            backends = [free_port() for _ in range(args.procs)]
+            for backend in backends:
+                stack.start_backend(backend, port, xheaders=True)
+            conf = workdir / "nginx.conf"
+            conf.write_text(render_config(CONF.read_text(), backends, port, "cookie"))
+            stack.start_nginx(conf)
+        pids = [proc.pid for proc in stack.backends.values()]
+        for address in [f"http://127.0.0.1:{backend}/app" for backend in stack.backends] + [url]:
+            for _ in range(600):
+                try:
+                    urllib.request.urlopen(address, timeout=60).read()
+                    break
+                except OSError:
+                    time.sleep(0.2)
+        time.sleep(5)  # each process built one page (torch loaded, the app compiled); let them drop it
+        idle = rss_mib(pids)
+        print(f"preset {args.preset or '(default)'}; {args.procs} server process{'es' * (args.procs > 1)}, "
+              f"idle after one page: {idle:.0f} MiB; "
+              f"{args.seconds:g} s per row after {args.warmup:g} s of warm-up\n")
+        print("| sessions | frames/s per session, min / median | steps/s per session (median) | server cores busy "
+              "| server MiB | MiB per session | KiB per frame | all open after s |")
+        print("|---|---|---|---|---|---|---|---|")
+        for sessions in args.sessions:
+            row = asyncio.run(classroom(url, pids, sessions, args.seconds, args.warmup))
+            per_session = (row["rss_mib"] - idle) / sessions
+            errors = f" ({len(row['errors'])} failed: {row['errors'][0]})" if row["errors"] else ""
+            print(f"| {sessions}{errors} | {row['fps_min']:.1f} / {row['fps_median']:.1f} | {row['steps_median']:.1f} "
+                  f"| {row['cores']:.2f} | {row['rss_mib']:.0f} | {per_session:.0f} | {row['kib_per_frame']:.0f} "
+                  f"| {row['open_s']:.1f} |", flush=True)
+            time.sleep(8)  # closed sessions are destroyed and their threads joined
+    finally:
+        stack.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
