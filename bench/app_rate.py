@@ -104,9 +104,12 @@ def browser_run(preset: Path, seconds: float, warmup: float) -> dict:
                 ws.on("framereceived", lambda payload: received.__setitem__(0, received[0] + len(payload)))
 
             page.on("websocket", on_socket)
-            open_when_up(page, f"http://localhost:{port}/app")
+            from flowviz.core.link import LINK_PARAMETER, spec_to_link
+            from flowviz.core.spec import ExperimentSpec
+
+            # The preset through its link, as a shared link opens it (picking it from the list was flaky).
+            open_when_up(page, f"http://localhost:{port}/app?{LINK_PARAMETER}={spec_to_link(ExperimentSpec.load(preset))}")
             page.get_by_role("button", name="▶ Play").wait_for(timeout=60_000)
-            page.locator("select").first.select_option(label=_title(preset))
             page.wait_for_timeout(1500)
             page.evaluate(OBSERVE)
             page.get_by_role("button", name="▶ Play").click()
@@ -146,10 +149,6 @@ def server_only_run(preset: Path, seconds: float, warmup: float) -> dict:
     out = subprocess.run([sys.executable, "-c", SERVER_ONLY, str(preset), str(seconds), str(warmup)],
                          capture_output=True, text=True, check=True, cwd=ROOT)
     return json.loads(out.stdout)
-
-
-def _title(preset: Path) -> str:
-    return json.loads(preset.read_text())["title"]
 
 
 def main() -> None:

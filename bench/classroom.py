@@ -136,6 +136,8 @@ def rss_mib(pids: list[int]) -> float:
 
 
 async def classroom(url: str, pid: list[int], sessions: int, seconds: float, warmup: float) -> dict:
+    # Tornado's client queues all but 10 requests at once by default: every student loads at once.
+    AsyncHTTPClient.configure(None, max_clients=max(10, sessions))
     students = [Student() for _ in range(sessions)]
     stop = asyncio.Event()
     tasks = [asyncio.create_task(attend(url, s, stop)) for s in students]

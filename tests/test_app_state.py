@@ -11,7 +11,7 @@ import torch
 from flowviz.core.link import spec_to_link
 from flowviz.core.spec import ExperimentSpec
 from flowviz.ui.explorer import Explorer
-from flowviz.ui.live import LiveSession
+from flowviz.ui.live import ComputeGate, LiveSession
 from flowviz.ui.stack import LayerStack
 from tests.test_fuzz import send_file
 
@@ -297,3 +297,64 @@ def test_a_removed_layers_id_is_never_reused():
     stack.act({"action": "remove", "index": 2})
     stack.act({"action": "add", "type": "planar"})
     assert stack.ids() == [0, 1, 3]  # id 2 named the removed layer's weights
+
+
+def test_the_compute_gate_runs_at_most_its_slots_first_come_first_served():
+    gate, lock = ComputeGate(2), threading.Lock()
+    running, peak, entered = [0], [0], []
+
+    def job(i: int) -> None:
+        with gate:
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+                entered.append(i)
+            time.sleep(0.03)
+            with lock:
+                running[0] -= 1
+
+    threads = []
+    for i in range(8):
+        threads.append(threading.Thread(target=job, args=(i,)))
+        threads[-1].start()
+        time.sleep(0.005)  # arrivals in order i
+    for thread in threads:
+        thread.join()
+    assert peak[0] == 2
+    assert entered == list(range(8))
+
+
+def test_a_thread_that_loops_on_the_gate_cannot_starve_a_waiting_one():
+    gate, laps, seen_at = ComputeGate(1), [0], []
+
+    def loop() -> None:
+        for _ in range(50):
+            with gate:
+                laps[0] += 1
+                time.sleep(0.002)
+
+    def once() -> None:
+        with gate:
+            seen_at.append(laps[0])
+
+    looper = threading.Thread(target=loop)
+    looper.start()
+    time.sleep(0.01)
+    waiter = threading.Thread(target=once)
+    waiter.start()
+    looper.join(), waiter.join()
+    assert seen_at and seen_at[0] < 15, seen_at  # its turn came after at most one more lap, not after all 50
+
+
+def test_sessions_sharing_a_gate_both_train_and_render():
+    gate = ComputeGate(1)
+    spec = ExperimentSpec.from_dict({"layers": [{"type": "affine_coupling", "settings": {"hidden": 8}}]})
+    sessions = [LiveSession(spec, gate=gate) for _ in range(2)]
+    try:
+        for live in sessions:
+            live.play()
+        time.sleep(2)
+        assert all(live.step > 5 and live.frames_rendered > 2 for live in sessions), [(l.step, l.frames_rendered) for l in sessions]
+    finally:
+        for live in sessions:
+            live.close()
