@@ -61,7 +61,7 @@ def _training_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
     command.add_argument("--quiet", action="store_true", help="no progress lines")
     command.add_argument("--compile", action="store_true",
-                         help="torch.compile the model: 1.5-2.6x the steps/s after a one-off compile of ~25 s (needs g++)")
+                         help="torch.compile the model: 1.3-2.7x the steps/s after a one-off compile of ~25 s (needs g++)")
 
 
 def main(argv: list[str] | None = None) -> int:

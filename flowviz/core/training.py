@@ -95,7 +95,7 @@ class Trainer:
         self.spec = spec
         self.device = resolve_device(device)
         self.flow = (flow if flow is not None else build_flow(spec)).to(self.device)
-        # torch.compile fuses each layer's small kernels (1.5-2.6x the steps/s of eager on a CPU, see
+        # torch.compile fuses each layer's small kernels (1.3-2.7x the steps/s of eager on a CPU, see
         # bench/peers.py) for a one-off compile of ~25 s: worth it for a headless run, not for the
         # app, where every edit of the stack would compile again.
         if compile and self.device.type == "cpu" and shutil.which(os.environ.get("CXX", "g++")) is None:
