@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import subprocess
 import sys
@@ -50,10 +51,12 @@ CUDA = [("Grid evaluation on CUDA", ["bench/grid.py", "--device", "cuda", "--rep
 
 
 def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.exists() else []
+    model = names[0] if names else platform.processor()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"
-    return f"{model}, {len(__import__('os').sched_getaffinity(0))} cores; {gpu}; Python {platform.python_version()}, torch {torch.__version__}"
+    return f"{model}, {os.cpu_count()} cores; {gpu}; Python {platform.python_version()}, torch {torch.__version__}"
 
 
 def run(command: list[str]) -> tuple[str, float]:

@@ -127,12 +127,9 @@ def cpu_ticks(pids: list[int]) -> int:
 
 
 def rss_mib(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1]) / 1024
-    return total
+    from soak import status
+
+    return sum(status(pid)[0] for pid in pids)
 
 
 async def classroom(url: str, pid: list[int], sessions: int, seconds: float, warmup: float) -> dict:

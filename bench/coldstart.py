@@ -12,13 +12,13 @@ server process is launched:
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import subprocess
 import sys
 import time
 
 from app_rate import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port
+from classroom_proxy import listening
 
 # Every canvas inside Panel's shadow roots; the strips are Bokeh canvases.
 CANVASES = """
@@ -53,13 +53,9 @@ def one_start() -> dict:
         server = subprocess.Popen([sys.executable, "-m", "panel", "serve", "flowviz/app.py", "--port", str(port)],
                                   cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            while True:
-                try:
-                    socket.create_connection(("localhost", port), timeout=1).close()
-                    break
-                except OSError:
-                    time.sleep(0.05)
-            listening = time.perf_counter() - started
+            while not listening(port):
+                time.sleep(0.05)
+            accepting = time.perf_counter() - started
             interactive(browser.new_page(viewport={"width": 1600, "height": 1200}), url)
             first = time.perf_counter() - started
             again = time.perf_counter()
@@ -69,7 +65,7 @@ def one_start() -> dict:
             server.terminate()
             server.wait(10)
             browser.close()
-    return {"listening": listening, "first": first, "second": second}
+    return {"listening": accepting, "first": first, "second": second}
 
 
 def main() -> None:

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 import panel as pn
-from panel.io.callbacks import PeriodicCallback
 import param
+from panel.io.callbacks import PeriodicCallback
 from bokeh.events import Pan, PanStart, Tap
 from bokeh.models import ColumnDataSource
 

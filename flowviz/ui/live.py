@@ -5,8 +5,8 @@ and polls `take_frame()` from a periodic callback; the frames are plain numpy.
 
 Why two threads: a frame (every depth of the flow on a grid) costs several training steps. Rendering
 on a copy of the weights in its own thread lets training run on while the frame is computed, so the
-view refreshes ~10 times a second and training keeps most of its headless speed. torch releases the
-GIL inside its kernels, so the two threads overlap on two cores.
+view refreshes up to MAX_FPS (20) times a second and training keeps most of its headless speed.
+torch releases the GIL inside its kernels, so the two threads overlap on two cores.
 
 Example:
     >>> live = LiveSession(ExperimentSpec.from_dict({"layers": [{"type": "affine_coupling"}]}))
