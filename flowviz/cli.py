@@ -103,7 +103,7 @@ def _run(args: argparse.Namespace, trainer: Trainer, spec: ExperimentSpec, rows:
          also=None) -> dict | None:
     """Train the spec's steps, printing progress unless --quiet and appending a metrics row per step;
     `also(step, loss)` runs after every step. None, after a message and a JSON line, if it diverged."""
-    total = spec.training["steps"]
+    total = spec.training.steps
 
     def progress(step: int, loss: float, evaluation: Evaluation | None) -> None:
         row = {"step": step, "loss": loss, "test_nll": "", "kl": ""}
@@ -150,10 +150,10 @@ def _gif(args: argparse.Namespace) -> int:
     # matplotlib only when a figure is asked for
     from flowviz.figures import TrainingRecorder, depth_frame_count, depth_gif
 
-    total = spec.training["steps"]
+    total = spec.training.steps
     every = args.every if args.every is not None else max(1, math.ceil(total / TRAINING_GIF_FRAMES))
     recorder = TrainingRecorder(spec.view, title=spec.title, total_steps=total, seed=spec.seed,
-                                resolution=min(spec.view["resolution"], 128))
+                                resolution=min(spec.view.resolution, 128))
 
     def record(step: int, loss: float) -> None:
         if step % every == 0 or step == total:

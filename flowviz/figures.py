@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import textwrap
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import matplotlib
@@ -32,7 +32,7 @@ from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from flowviz.core.flow import Flow  # noqa: E402
 from flowviz.core.grid import GridRequest, GridViews, evaluate_grid, target_image  # noqa: E402
-from flowviz.core.spec import ExperimentSpec  # noqa: E402
+from flowviz.core.spec import ExperimentSpec, ViewSpec  # noqa: E402
 from flowviz.core.targets import Target  # noqa: E402
 
 
@@ -93,7 +93,7 @@ def render_views(views: GridViews, layer_titles: list[str], target_density: np.n
 def views_png(flow: Flow, target: Target, spec: ExperimentSpec, resolution: int | None = None,
               samples: int = 2000) -> bytes:
     """The per-layer views figure (as `render_flow` draws it) as PNG bytes, for downloads."""
-    view = spec.view if resolution is None else {**spec.view, "resolution": resolution}
+    view = spec.view if resolution is None else replace(spec.view, resolution=resolution)
     request = GridRequest.from_view(view)
     views = evaluate_grid(flow, request, _base_samples(flow, samples, spec.seed))
     titles = [flow.layers[i].info.title for i in views.layers]
@@ -156,13 +156,13 @@ def _density_rgb(density: np.ndarray, vmax: float, size: int) -> np.ndarray:
     return _VIRIDIS[np.rint(levels * (255 / (_DENSITY_LEVELS - 1))).astype(np.intp)]
 
 
-def _draw_dots(canvas: np.ndarray, points: np.ndarray, colors: np.ndarray, view: dict) -> None:
+def _draw_dots(canvas: np.ndarray, points: np.ndarray, colors: np.ndarray, view: ViewSpec) -> None:
     """Dots at `points` (data coordinates in `view`) on a (S, S, 3) canvas, in place."""
     size = canvas.shape[0]
     finite = np.isfinite(points).all(1)
     points, colors = points[finite], colors[finite]
-    cols = np.floor((points[:, 0] - view["xmin"]) / (view["xmax"] - view["xmin"]) * size).astype(np.int64)
-    rows = np.floor((view["ymax"] - points[:, 1]) / (view["ymax"] - view["ymin"]) * size).astype(np.int64)
+    cols = np.floor((points[:, 0] - view.xmin) / (view.xmax - view.xmin) * size).astype(np.int64)
+    rows = np.floor((view.ymax - points[:, 1]) / (view.ymax - view.ymin) * size).astype(np.int64)
     near = (cols > -3) & (cols < size + 2) & (rows > -3) & (rows < size + 2)
     cols, rows, colors = cols[near], rows[near], colors[near]
     rings = (colors * 0.4).astype(np.uint8)
@@ -241,7 +241,7 @@ def depth_gif(flow: Flow, spec: ExperimentSpec, frames_per_layer: int | None = N
     `frames_per_layer` defaults to 4–10 (about 80 frames in all; `depth_frame_count` says how many),
     `samples` base samples are seeded from the spec, the grid is the spec's view at its resolution
     (or `resolution`), evaluated once. About 1.3 MB for the 8 layers of presets/realnvp-moons.json."""
-    view = spec.view if resolution is None else {**spec.view, "resolution": resolution}
+    view = spec.view if resolution is None else replace(spec.view, resolution=resolution)
     views = evaluate_grid(flow, GridRequest.from_view(view), _base_samples(flow, samples, spec.seed))
     depth = len(views.layers)
     per_layer = _frames_per_layer(depth, frames_per_layer)
@@ -321,15 +321,15 @@ class TrainingRecorder:
         Path("training.gif").write_bytes(recorder.gif())
     """
 
-    def __init__(self, view: dict, *, title: str = "", total_steps: int | None = None, max_frames: int = 120,
+    def __init__(self, view: ViewSpec, *, title: str = "", total_steps: int | None = None, max_frames: int = 120,
                  resolution: int | None = None, samples: int = 600, seed: int = 0):
         if max_frames < 2:
             raise ValueError("max_frames must be at least 2")
-        self.view = dict(view)
+        self.view = view
         self.title = title
         self.total_steps = total_steps
         self.max_frames = max_frames
-        self.resolution = int(resolution if resolution is not None else view.get("resolution", 128))
+        self.resolution = int(resolution if resolution is not None else view.resolution)
         self.samples = samples
         self.seed = seed
         self._kept: list[TrainingFrame] = []
@@ -380,16 +380,11 @@ class TrainingRecorder:
     @torch.no_grad()
     def record(self, flow: Flow, step: int, loss: float = float("nan")) -> None:
         """Snapshot `flow` (in eval mode; its mode is kept): ln q_K on the grid and its samples."""
-        was_training = flow.training
-        flow.eval()
-        try:
-            device = next((t.device for t in flow.state_dict().values()), torch.device("cpu"))
-            request = GridRequest.from_view({**self.view, "resolution": self.resolution})
-            log_q = flow.log_prob(request.points().to(device)).view(self.resolution, self.resolution)
+        with flow.evaluating():
+            request = GridRequest.from_view(replace(self.view, resolution=self.resolution))
+            log_q = flow.log_prob(request.points().to(flow.device)).view(self.resolution, self.resolution)
             base = _base_samples(flow, self.samples, self.seed)
             points, _ = flow(base)
-        finally:
-            flow.train(was_training)
         self.add(step, loss, log_q.float().cpu().numpy(), points.float().cpu().numpy(), base.float().cpu().numpy())
 
     def gif(self, **options) -> bytes:
@@ -399,7 +394,7 @@ class TrainingRecorder:
         return training_gif(self.frames, self.view, **options)
 
 
-def training_gif(frames: list[TrainingFrame], view: dict, *, title: str = "", total_steps: int | None = None,
+def training_gif(frames: list[TrainingFrame], view: ViewSpec, *, title: str = "", total_steps: int | None = None,
                  size_px: int = 360, frame_ms: int = 90, final_ms: int = 2000, vmax: float | None = None) -> bytes:
     """An endlessly looping GIF of training: per frame, the model density q_K with its samples, the
     step and the loss in the caption, and the loss curve so far below. Every frame uses one colour
@@ -477,11 +472,7 @@ def _loss_chart(draw, steps: np.ndarray, losses: np.ndarray, current: int, box: 
 def samples_csv(flow: Flow, n: int = 2000, seed: int = 0) -> bytes:
     """`n` samples of q_K (in eval mode; the flow's mode is kept) as CSV with the header `x,y`.
     The same flow, n and seed give the same bytes."""
-    was_training = flow.training
-    flow.eval()
-    try:
+    with flow.evaluating():
         points = flow.sample(n, torch.Generator().manual_seed(seed)).float().cpu().numpy()
-    finally:
-        flow.train(was_training)
     lines = ["x,y"] + [f"{x:.7g},{y:.7g}" for x, y in points.tolist()]
     return ("\n".join(lines) + "\n").encode()

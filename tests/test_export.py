@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from PIL import Image, ImageSequence
 
 from flowviz.core.checkpoint import load_model, model_bytes, save_model
 from flowviz.core.grid import GridRequest, evaluate_grid
-from flowviz.core.spec import ExperimentSpec
+from flowviz.core.spec import ExperimentSpec, ViewSpec
 from flowviz.core.training import Trainer
 from flowviz.figures import TrainingRecorder, depth_frame_count, depth_gif, samples_csv, training_gif, views_png
 
@@ -68,7 +69,7 @@ def test_training_gif_shows_the_model_changing(trained):
     assert np.isnan(recorder.frames[0].loss) and np.isfinite(recorder.frames[-1].loss)
     gif, images = frames(recorder.gif(size_px=120))
     assert gif.is_animated and gif.n_frames == 5 and gif.info["loop"] == 0 and gif.width == 140
-    assert all(np.abs(a - b).sum(-1).astype(bool).mean() > 0.02 for a, b in zip(images, images[1:]))
+    assert all(np.abs(a - b).sum(-1).astype(bool).mean() > 0.02 for a, b in itertools.pairwise(images))
     assert (np.abs(images[0] - images[-1]).sum(-1) > 30).mean() > 0.1
 
 
@@ -82,12 +83,12 @@ def test_training_gif_takes_views_the_app_already_has(trained):
     first, second = recorder.frames
     assert np.array_equal(first.log_q, views.log_q[-1]) and first.samples.shape == (100, 2)
     assert first.colors is not None and second.colors is None
-    gif, images = frames(training_gif(recorder.frames, spec.view, size_px=100, vmax=0.2))
+    gif, _ = frames(training_gif(recorder.frames, spec.view, size_px=100, vmax=0.2))
     assert gif.n_frames == 2 and gif.width == 120
 
 
 def test_recorder_keeps_few_evenly_spaced_frames_and_the_latest():
-    recorder = TrainingRecorder({"xmin": -4, "xmax": 4, "ymin": -4, "ymax": 4, "resolution": 8}, max_frames=10)
+    recorder = TrainingRecorder(ViewSpec(resolution=8), max_frames=10)
     for step in range(1, 101):
         recorder.add(step, 1.0 / step, np.zeros((8, 8)))
         assert len(recorder) <= 10
@@ -97,7 +98,7 @@ def test_recorder_keeps_few_evenly_spaced_frames_and_the_latest():
 
 
 def test_samples_csv_follows_the_model(trained):
-    spec, trainer, _ = trained
+    _, trainer, _ = trained
     flow = trainer.flow.eval()
     data = samples_csv(flow, 3000, seed=5)
     assert data == samples_csv(flow, 3000, seed=5)

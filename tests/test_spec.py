@@ -21,7 +21,7 @@ PRESETS = sorted(Path(__file__).parent.parent.joinpath("presets").glob("*.json")
 def test_defaults_fill_in_and_round_trip():
     spec = ExperimentSpec.from_dict({"layers": [{"type": "spline_coupling", "settings": {"bins": 12}}]})
     assert spec.layers[0].settings == {"transformed": "z2", "bins": 12, "bound": 5.0, "hidden": 64, "depth": 2, "activation": "relu"}
-    assert spec.training["batch_size"] == 512 and spec.view["resolution"] == 128
+    assert spec.training.batch_size == 512 and spec.view.resolution == 128
     assert ExperimentSpec.from_json(spec.to_json()) == spec
     assert json.loads(spec.to_json())["layers"][0]["type"] == "spline_coupling"
 
@@ -93,7 +93,7 @@ def test_malformed_json_is_a_spec_error(text):
 
 def test_replace_validates():
     spec = ExperimentSpec()
-    assert spec.replace(training={"steps": 5}).training["steps"] == 5
+    assert spec.replace(training={"steps": 5}).training.steps == 5
     with pytest.raises(SpecError):
         spec.replace(training={"steps": 0})
 

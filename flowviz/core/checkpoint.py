@@ -44,14 +44,14 @@ def load_model(source: str | Path | bytes | BinaryIO) -> tuple[Flow, ExperimentS
         source = io.BytesIO(bytes(source))
     try:
         data = torch.load(source, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for foreign or corrupt files
+    except Exception as error:  # noqa: BLE001 (torch raises many types for foreign or corrupt files)
         raise ValueError(f"{name} is not a flowviz model file that loads safely: {error}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"{name} is not a flowviz model file")
     if data.get("version") != FORMAT_VERSION:
         raise ValueError(f"{name} has model format version {data.get('version')!r}; this flowviz reads {FORMAT_VERSION}")
     if not isinstance(data.get("spec"), str):
-        raise ValueError(f"{name} holds no spec")
+        raise ValueError(f"{name} holds no spec")  # noqa: TRY004 (a bad file, not a bad argument: documented ValueError)
     spec = ExperimentSpec.from_json(data["spec"])  # a SpecError (a ValueError) names the bad field
     flow = build_flow(spec)
     try:

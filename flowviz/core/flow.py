@@ -6,6 +6,9 @@
 are switched off keep their weights but are skipped.
 
 Example:
+    >>> import torch
+    >>> from flowviz.core.bases import make_base
+    >>> from flowviz.core.layers import make_layer
     >>> flow = Flow(make_base("standard_normal"), [make_layer("affine_coupling"), make_layer("swap")])
     >>> x = flow.sample(256, torch.Generator().manual_seed(0))
     >>> flow.log_prob(x).shape
@@ -14,7 +17,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +35,21 @@ class Flow(nn.Module):
         self.enabled = list(enabled) if enabled is not None else [True] * len(layers)
         if len(self.enabled) != len(self.layers):
             raise ValueError("one enabled flag per layer")
+
+    @property
+    def device(self) -> torch.device:
+        """Where the flow's parameters and buffers live (the CPU for a flow that has none)."""
+        return next((t.device for t in self.state_dict().values()), torch.device("cpu"))
+
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[Flow]:
+        """Eval mode inside the block (running statistics, no data-dependent init), then the mode it had."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield self
+        finally:
+            self.train(was_training)
 
     def active(self) -> list[tuple[int, Layer]]:
         """(position in the stack, layer) of every layer that is switched on, base side first."""

@@ -22,12 +22,16 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from flowviz.core.flow import Flow
+
+if TYPE_CHECKING:
+    from flowviz.core.spec import ViewSpec
 
 
 @dataclass(frozen=True)
@@ -41,8 +45,8 @@ class GridRequest:
     line_points: int = 65  # points along each line
 
     @classmethod
-    def from_view(cls, view: dict) -> GridRequest:
-        return cls(view["xmin"], view["xmax"], view["ymin"], view["ymax"], view["resolution"])
+    def from_view(cls, view: ViewSpec) -> GridRequest:
+        return cls(view.xmin, view.xmax, view.ymin, view.ymax, view.resolution)
 
     def axes(self) -> tuple[Tensor, Tensor]:
         return (torch.linspace(self.xmin, self.xmax, self.resolution), torch.linspace(self.ymin, self.ymax, self.resolution))
@@ -81,16 +85,12 @@ class GridViews:
 @torch.no_grad()
 def evaluate_grid(flow: Flow, request: GridRequest, base_samples: Tensor | None = None) -> GridViews:
     """Evaluate every depth of `flow` on `request`'s grid (in eval mode; the flow's mode is kept)."""
-    was_training = flow.training
-    flow.eval()
-    try:
+    with flow.evaluating():
         return _evaluate(flow, request, base_samples)
-    finally:
-        flow.train(was_training)
 
 
 def _evaluate(flow: Flow, request: GridRequest, base_samples: Tensor | None) -> GridViews:
-    device = next((t.device for t in flow.state_dict().values()), torch.device("cpu"))
+    device = flow.device
     active = flow.active()
     depth = len(active)
     r2 = request.resolution**2

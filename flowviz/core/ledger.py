@@ -11,7 +11,12 @@ views compute it. The two are independent computations of one number, so they ag
 round-off (to the solver tolerance where a layer's inverse is numerical).
 
 Example:
+    >>> from flowviz.core.bases import make_base
+    >>> from flowviz.core.layers import make_layer
+    >>> flow = Flow(make_base("standard_normal"), [make_layer("affine_coupling"), make_layer("swap")])
     >>> ledger = follow(flow, (0.5, -1.0), depth=len(flow.active()))
+    >>> [row.layer for row in ledger.rows]
+    ['base', 'affine_coupling', 'swap']
     >>> abs(ledger.log_q_sum - ledger.log_q_direct) < 1e-6
     True
 """
@@ -19,7 +24,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 
 import torch

@@ -21,8 +21,8 @@ import re
 import zlib
 from typing import Any
 
-from flowviz.core.spec import MAX_SPEC_BYTES, ExperimentSpec
 from flowviz.core.settings import SpecError
+from flowviz.core.spec import MAX_SPEC_BYTES, ExperimentSpec
 
 LINK_PARAMETER = "spec"  # the query key: ?spec=<packed experiment>
 MAX_LINK_CHARS = 64_000  # browsers and proxies start refusing URLs somewhere past this

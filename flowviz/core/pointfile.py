@@ -7,9 +7,9 @@ says what to upload instead. It checks the upload limits before parsing and neve
 Example:
     >>> parse_points(b"x,y\n0.5,1\n-2,3e-1\n", "moons.csv").tolist()
     [[0.5, 1.0], [-2.0, 0.3]]
-    >>> parse_points(b"1,2\n3,abc\n", "bad.csv")
+    >>> parse_points(b"1,2\n3,abc\n", "bad.csv")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    PointsFileError: line 2, column 2: 'abc' is not a number. Upload a file with two numeric columns ...
+    flowviz.core.pointfile.PointsFileError: line 2, column 2: 'abc' is not a number. Upload a file with two numeric ...
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ def _parse_fast(rows: Sequence[tuple[int, str]], delimiter: str | None) -> np.nd
             warnings.simplefilter("ignore")
             points = np.loadtxt([line for _, line in rows], delimiter=delimiter, comments=None, ndmin=2,
                                 dtype=np.float64)
-    except Exception:  # any failure only means "look closer": the slow path is the authority on the file
+    except Exception:  # noqa: BLE001 (any failure only means "look closer": the slow path is the authority)
         return None
     return points if points.shape == (len(rows), 2) else None
 
@@ -311,7 +311,7 @@ def _read_npy(data: bytes) -> tuple[np.ndarray, Locate]:
     _check_count(shape[0])
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
-    except Exception as exc:  # damaged bytes make numpy raise many kinds of error; all mean the same to the user
+    except Exception as exc:  # noqa: BLE001 (damaged bytes make numpy raise many kinds; all mean one thing to the user)
         raise _error(f"the .npy file is damaged: {_short(str(exc), 80)}", _HOW_TO_NPY) from None
     points = np.ascontiguousarray(array, dtype=np.float64)
 
@@ -331,7 +331,7 @@ def _npy_header(data: bytes) -> tuple[tuple[int, ...], np.dtype]:
             shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
         else:
             raise ValueError(f"unsupported format version {version[0]}.{version[1]}")
-    except Exception as exc:  # numpy's header reader raises several kinds of error on damaged bytes
+    except Exception as exc:  # noqa: BLE001 (numpy's header reader raises several kinds of error on damaged bytes)
         raise _error(f"the .npy header is damaged or unsupported: {_short(str(exc), 80)}", _HOW_TO_NPY) from None
     return tuple(shape), dtype
 

@@ -3,10 +3,15 @@
 Layers, bases and targets each keep one; the UI builds its palettes and forms from them.
 
 Example:
+    >>> from collections import namedtuple
+    >>> Info = namedtuple("Info", "name title")
     >>> LAYERS = Registry("layer")
-    >>> @LAYERS.register(LayerInfo("swap", ...))
-    ... class Swap(Layer): ...
+    >>> @LAYERS.register(Info("swap", "Swap coordinates"))
+    ... class Swap: ...
     >>> LAYERS["swap"].info.title
+    'Swap coordinates'
+    >>> list(LAYERS)
+    ['swap']
 """
 
 from __future__ import annotations

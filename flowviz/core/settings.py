@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 SettingKind = Literal["int", "float", "bool", "choice"]
@@ -41,6 +41,12 @@ class Setting:
     choices: tuple[Any, ...] = ()
     doc: str = ""
     log_scale: bool = False  # a hint for sliders: learning rates and the like span decades
+    label: str = ""  # what a form calls it (default: the name, with spaces)
+    choice_labels: tuple[str, ...] = ()  # what a form calls each choice (default: the choice itself)
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name.replace("_", " ")
 
     def allowed(self) -> str:
         if self.kind == "choice":
@@ -91,3 +97,30 @@ def validate_settings(
         s.name: s.validate(given[s.name], f"{field}.{s.name}") if s.name in given else s.default
         for s in declared
     }
+
+
+def setting(kind: SettingKind, default: Any, **options: Any) -> Any:
+    """A dataclass field declared as a `Setting`, named after the field: one declaration gives the
+    typed attribute, its default, its bounds and its form.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass(frozen=True)
+        ... class Knobs:
+        ...     rate: float = setting("float", 0.5, low=0.0, high=1.0)
+        >>> settings_of(Knobs)[0].allowed()
+        'a number from 0 to 1'
+        >>> from_settings(Knobs, {"rate": 0.25}, "knobs")
+        Knobs(rate=0.25)
+    """
+    return field(default=default, metadata={"setting": {"kind": kind, "default": default, **options}})
+
+
+def settings_of(cls: type) -> tuple[Setting, ...]:
+    """The `Setting`s declared by a dataclass's `setting(...)` fields, in field order."""
+    return tuple(Setting(f.name, **f.metadata["setting"]) for f in fields(cls) if "setting" in f.metadata)
+
+
+def from_settings(cls: type, given: Mapping[str, Any] | None, field_name: str) -> Any:
+    """An instance of a `setting(...)` dataclass from user values, validated like `validate_settings`."""
+    return cls(**validate_settings(settings_of(cls), given, field_name))

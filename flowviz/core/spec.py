@@ -7,8 +7,8 @@ no device: where it runs is the caller's choice.
 
 Example:
     >>> spec = ExperimentSpec.from_dict({"target": {"name": "moons"}, "layers": [{"type": "affine_coupling"}]})
-    >>> spec.layers[0].settings["hidden"]
-    64
+    >>> spec.layers[0].settings["hidden"], spec.training.batch_size
+    (64, 512)
     >>> ExperimentSpec.from_json(spec.to_json()) == spec
     True
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,42 +26,66 @@ from typing import Any
 from flowviz.core.bases import BASES
 from flowviz.core.layers import LAYERS
 from flowviz.core.limits import LIMITS
-from flowviz.core.settings import Setting, SpecError, validate_settings
+from flowviz.core.settings import Setting, SpecError, from_settings, setting, settings_of, validate_settings
 from flowviz.core.targets import TARGETS
 
 SPEC_VERSION = 1
 MAX_SPEC_BYTES = 8 * 1024 * 1024
 
-TRAINING_SETTINGS = (
-    Setting("objective", "choice", "forward_kl", choices=("forward_kl", "reverse_kl"),
-            doc="forward KL: maximum likelihood on target samples; reverse KL: fit q to the target density"),
-    Setting("learning_rate", "float", 1e-3, low=1e-6, high=10.0, log_scale=True, doc="Adam step size"),
-    Setting("batch_size", "int", 512, low=1, high=LIMITS.max_batch_size, doc="points per step"),
-    Setting("steps", "int", 2000, low=1, high=LIMITS.max_steps, doc="steps a headless run takes"),
-    Setting("grad_clip", "float", 0.0, low=0.0, high=1e6, doc="clip the gradient norm to this (0: off)"),
-    Setting("anneal_steps", "int", 0, low=0, high=LIMITS.max_steps,
-            doc="reverse KL: raise the energy's weight from 0.01 to 1 over this many steps (0: off)"),
-    Setting("eval_every", "int", 100, low=1, high=LIMITS.max_steps, doc="steps between held-out evaluations"),
-    Setting("test_size", "int", 4096, low=16, high=LIMITS.max_test_size, doc="held-out points (or q samples) per evaluation"),
-)
+@dataclass(frozen=True)
+class TrainingSpec:
+    """How to train: each field is a `Setting`, declared once (forms, bounds and checks read it)."""
 
-VIEW_SETTINGS = (
-    Setting("xmin", "float", -4.0, low=-1e3, high=1e3, doc="left edge of the view"),
-    Setting("xmax", "float", 4.0, low=-1e3, high=1e3, doc="right edge of the view"),
-    Setting("ymin", "float", -4.0, low=-1e3, high=1e3, doc="bottom edge of the view"),
-    Setting("ymax", "float", 4.0, low=-1e3, high=1e3, doc="top edge of the view"),
-    Setting("resolution", "int", 128, low=8, high=LIMITS.max_resolution, doc="grid points per side"),
-)
+    objective: str = setting("choice", "forward_kl", choices=("forward_kl", "reverse_kl"),
+                             choice_labels=("forward KL (samples)", "reverse KL (energy)"), label="Objective",
+                             doc="forward KL: maximum likelihood on target samples; reverse KL: fit q to the target density")
+    learning_rate: float = setting("float", 1e-3, low=1e-6, high=10.0, log_scale=True, label="Learning rate",
+                                   doc="Adam step size")
+    batch_size: int = setting("int", 512, low=1, high=LIMITS.max_batch_size, log_scale=True, label="Batch size",
+                              doc="points per step")
+    steps: int = setting("int", 2000, low=1, high=LIMITS.max_steps, doc="steps a headless run takes")
+    grad_clip: float = setting("float", 0.0, low=0.0, high=1e6, label="Gradient clip (0: off)",
+                               doc="clip the gradient norm to this (0: off)")
+    anneal_steps: int = setting("int", 0, low=0, high=LIMITS.max_steps, label="Anneal the energy over (steps; reverse KL)",
+                                doc="reverse KL: raise the energy's weight from 0.01 to 1 over this many steps (0: off)")
+    eval_every: int = setting("int", 100, low=1, high=LIMITS.max_steps, doc="steps between held-out evaluations")
+    test_size: int = setting("int", 4096, low=16, high=LIMITS.max_test_size,
+                             doc="held-out points (or q samples) per evaluation")
 
-# Parts of the page a teacher can hide (sidebar cards, the layer editor, view rows); a preset and a
-# link carry the hidden set, so a class opens exactly the page that was prepared.
-PANELS = ("experiment", "target", "base", "training", "layers", "overview", "density", "log_det", "samples", "ledger")
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """The box of the plane the views show, and the grid's points per side."""
+
+    xmin: float = setting("float", -4.0, low=-1e3, high=1e3, doc="left edge of the view")
+    xmax: float = setting("float", 4.0, low=-1e3, high=1e3, doc="right edge of the view")
+    ymin: float = setting("float", -4.0, low=-1e3, high=1e3, doc="bottom edge of the view")
+    ymax: float = setting("float", 4.0, low=-1e3, high=1e3, doc="top edge of the view")
+    resolution: int = setting("int", 128, low=8, high=LIMITS.max_resolution, log_scale=True,
+                              label="Grid resolution (paused)", doc="grid points per side")
+
+    @property
+    def width(self) -> float:
+        return self.xmax - self.xmin
+
+    @property
+    def height(self) -> float:
+        return self.ymax - self.ymin
+
+    def contains(self, x: float, y: float) -> bool:
+        return self.xmin <= x <= self.xmax and self.ymin <= y <= self.ymax
+
+
+TRAINING_SETTINGS = settings_of(TrainingSpec)
+VIEW_SETTINGS = settings_of(ViewSpec)
 
 PRESENTATION_SETTINGS = (
-    Setting("projector", "bool", False, doc="large type and plots for a projector"),
+    Setting("projector", "bool", False, label="Projector: large type and plots", doc="large type and plots for a projector"),
 )
+MAX_HIDDEN = 32
+PANEL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # the UI knows which panels exist; the spec only their form
 
-SEED = Setting("seed", "int", 0, low=0, high=2**31 - 1, doc="seeds initialisation, data and sampling")
+SEED = Setting("seed", "int", 0, low=0, high=2**31 - 1, label="Seed", doc="seeds initialisation, data and sampling")
 
 
 @dataclass(frozen=True)
@@ -86,7 +111,8 @@ class TargetSpec:
 
 @dataclass(frozen=True)
 class PresentationSpec:
-    """How the page looks: projector mode, and the panels a teacher hid (names from `PANELS`)."""
+    """How the page looks: projector mode, and the panels a teacher hid (by name: the page's own
+    list of panels, flowviz.ui.layout.PANELS, says which names exist)."""
 
     projector: bool = False
     hidden: tuple[str, ...] = ()
@@ -100,8 +126,8 @@ class ExperimentSpec:
     base: BaseSpec = field(default_factory=BaseSpec)
     layers: tuple[LayerSpec, ...] = ()
     target: TargetSpec = field(default_factory=TargetSpec)
-    training: dict[str, Any] = field(default_factory=lambda: validate_settings(TRAINING_SETTINGS, {}, "training"))
-    view: dict[str, Any] = field(default_factory=lambda: validate_settings(VIEW_SETTINGS, {}, "view"))
+    training: TrainingSpec = field(default_factory=TrainingSpec)
+    view: ViewSpec = field(default_factory=ViewSpec)
     presentation: PresentationSpec = field(default_factory=lambda: PresentationSpec())
     version: int = SPEC_VERSION
 
@@ -120,7 +146,7 @@ class ExperimentSpec:
             base=_base(data.get("base", {})),
             layers=_layers(data.get("layers", [])),
             target=_target(data.get("target", {})),
-            training=validate_settings(TRAINING_SETTINGS, data.get("training"), "training"),
+            training=from_settings(TrainingSpec, data.get("training"), "training"),
             view=_view(data.get("view")),
             presentation=_presentation(data.get("presentation", {})),
         )
@@ -264,23 +290,25 @@ def _presentation(data: Any) -> PresentationSpec:
     hidden = data.get("hidden", [])
     if not isinstance(hidden, list):
         raise SpecError("presentation.hidden", f"expected a list of panel names, got {type(hidden).__name__}")
+    if len(hidden) > MAX_HIDDEN:
+        raise SpecError("presentation.hidden", f"{len(hidden)} names; at most {MAX_HIDDEN} are allowed")
     for i, name in enumerate(hidden):
-        if name not in PANELS:
-            raise SpecError(f"presentation.hidden[{i}]", f"{name!r} is not a panel; expected one of {', '.join(PANELS)}")
+        if not isinstance(name, str) or not PANEL_NAME.match(name):
+            raise SpecError(f"presentation.hidden[{i}]", f"{name!r} is not a panel name (lower-case letters, digits, _)")
     return PresentationSpec(projector, tuple(dict.fromkeys(hidden)))
 
 
-def _view(data: Any) -> dict[str, Any]:
-    view = validate_settings(VIEW_SETTINGS, data, "view")
+def _view(data: Any) -> ViewSpec:
+    view = from_settings(ViewSpec, data, "view")
     for low, high in (("xmin", "xmax"), ("ymin", "ymax")):
-        if view[low] >= view[high]:
-            raise SpecError(f"view.{high}", f"must be greater than view.{low} ({view[low]:g})")
+        if getattr(view, low) >= getattr(view, high):
+            raise SpecError(f"view.{high}", f"must be greater than view.{low} ({getattr(view, low):g})")
     return view
 
 
 def _check_combination(spec: ExperimentSpec) -> None:
     target = TARGETS[spec.target.name].info
-    if spec.training["objective"] == "reverse_kl":
+    if spec.training.objective == "reverse_kl":
         if not target.smooth_density:
             raise SpecError(
                 "training.objective",

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import enum
 import math
 import os
 import shutil
@@ -33,14 +34,22 @@ from flowviz.core.flow import Flow
 from flowviz.core.spec import ExperimentSpec
 
 
+class Stage(enum.Enum):
+    """Where in a step the guard found a non-finite value."""
+
+    LOSS = "non-finite loss"
+    GRADIENT = "non-finite gradient"
+    PARAMETERS = "non-finite parameters after the update"
+
+
 class TrainingDiverged(RuntimeError):
     """A step produced non-finite values; the model was restored to its last finite state."""
 
-    def __init__(self, step: int, layer_position: int | None, layer_title: str, stage: str, learning_rate: float):
+    def __init__(self, step: int, layer_position: int | None, layer_title: str, stage: Stage, learning_rate: float):
         self.step, self.layer_position, self.layer_title, self.stage = step, layer_position, layer_title, stage
         where = "the base distribution" if layer_position is None else f"layer {layer_position + 1} ({layer_title})"
         super().__init__(
-            f"Training stopped at step {step}: {where} produced non-finite values ({stage}). "
+            f"Training stopped at step {step}: {where} produced non-finite values ({stage.value}). "
             f"The step was rejected and the last finite parameters were restored. "
             f"Try a smaller learning rate (now {learning_rate:g}) or turn on gradient clipping."
         )
@@ -89,7 +98,8 @@ def _finite(value: float) -> float | None:
 
 
 class Trainer:
-    """Owns one experiment's model, optimiser and random streams. Not shared across sessions."""
+    """Owns one experiment's model, optimiser, random streams and history (the loss of every step,
+    `losses[i]` being step i + 1's, and every evaluation). Not shared across sessions."""
 
     def __init__(self, spec: ExperimentSpec, device: str = "cpu", flow: Flow | None = None, compile: bool = False):
         self.spec = spec
@@ -105,15 +115,15 @@ class Trainer:
         self._log_prob = torch.compile(self.flow.log_prob, dynamic=False) if compile else self.flow.log_prob
         self._push = torch.compile(self.flow.forward, dynamic=False) if compile else self.flow.forward
         self.target = build_target(spec.target, spec.seed)
-        self.settings = dict(spec.training)  # a copy: `retune` changes it, the spec stays frozen
-        self.objective: str = self.settings["objective"]
+        self.settings = spec.training  # `retune` replaces it
+        self.objective: str = self.settings.objective
         self.generator = torch.Generator().manual_seed(spec.seed)
-        self.test_points = self.target.held_out(self.settings["test_size"], spec.seed).to(self.device)
+        self.test_points = self.target.held_out(self.settings.test_size, spec.seed).to(self.device)
         self._parameters = list(self.flow.parameters())
         # An empty stack over a fixed base has nothing to learn; steps then only measure the loss.
         fused = self.device.type in ("cpu", "cuda")  # one kernel for the whole update, where torch has it
         self.optimizer = (
-            torch.optim.Adam(self._parameters, lr=self.settings["learning_rate"], fused=fused) if self._parameters else None
+            torch.optim.Adam(self._parameters, lr=self.settings.learning_rate, fused=fused) if self._parameters else None
         )
         self.step_count = 0
         self.losses: list[float] = []
@@ -123,19 +133,23 @@ class Trainer:
         self._last_input: Tensor | None = None
         self._initialize()
 
+    def adopt_history(self, previous: Trainer) -> None:
+        """Carry on `previous`'s curve (step count, losses, evaluations): the same problem, rebuilt."""
+        self.step_count, self.losses, self.evaluations = previous.step_count, previous.losses, previous.evaluations
+
     def retune(self, spec: ExperimentSpec) -> None:
         """Take `spec`'s training settings (learning rate, batch size, clipping, annealing) without
         rebuilding: the model, Adam's moments and the step count carry on. The target and the
         objective must be the same; changing those needs a new Trainer."""
-        if spec.target != self.spec.target or spec.training["objective"] != self.objective:
+        if spec.target != self.spec.target or spec.training.objective != self.objective:
             raise ValueError("retune keeps the target and objective; build a new Trainer to change them")
-        if spec.training["test_size"] != self.settings["test_size"]:
-            self.test_points = self.target.held_out(spec.training["test_size"], spec.seed).to(self.device)
+        if spec.training.test_size != self.settings.test_size:
+            self.test_points = self.target.held_out(spec.training.test_size, spec.seed).to(self.device)
         self.spec = spec
-        self.settings = dict(spec.training)
+        self.settings = spec.training
         if self.optimizer is not None:
             for group in self.optimizer.param_groups:
-                group["lr"] = self.settings["learning_rate"]
+                group["lr"] = self.settings.learning_rate
 
     # -- one step ----------------------------------------------------------------------------------
     def _initialize(self) -> None:
@@ -147,7 +161,7 @@ class Trainer:
 
     def _loss(self, eager: bool = False) -> Tensor:
         log_prob, push = (self.flow.log_prob, self.flow.forward) if eager else (self._log_prob, self._push)
-        n = self.settings["batch_size"]
+        n = self.settings.batch_size
         if self.objective == "forward_kl":
             x = self.target.sample(n, self.generator).to(self.device)
             self._last_input = x
@@ -160,7 +174,7 @@ class Trainer:
     def inverse_temperature(self) -> float:
         """β in E_q[ln q + β U], raised linearly from 0.01 to 1 over `anneal_steps` (Rezende &
         Mohamed 2015, Sec. 6.1): early on q stays broad, so reverse KL does not lock onto one mode."""
-        anneal = self.settings["anneal_steps"]
+        anneal = self.settings.anneal_steps
         return 1.0 if anneal == 0 else min(1.0, 0.01 + self.step_count / anneal)
 
     def step(self) -> float:
@@ -169,7 +183,7 @@ class Trainer:
         self._snapshot.save()
         loss = self._loss()
         if not torch.isfinite(loss):
-            raise self._reject("non-finite loss")
+            raise self._reject(Stage.LOSS)
         if self.optimizer is None:
             return self._record(loss)
         self.optimizer.zero_grad(set_to_none=True)
@@ -177,15 +191,15 @@ class Trainer:
         grads = [p.grad for p in self._parameters if p.grad is not None]
         norm = float(torch.linalg.vector_norm(_flat(grads))) if grads else 0.0
         if not math.isfinite(norm):
-            raise self._reject("non-finite gradient")
+            raise self._reject(Stage.GRADIENT)
         self.last_grad_norm = norm  # before clipping: what the step explanation shows
-        clip = self.settings["grad_clip"]
+        clip = self.settings.grad_clip
         if 0 < clip < norm:  # as torch.nn.utils.clip_grad_norm_ scales
             torch._foreach_mul_(grads, clip / (norm + 1e-6))
         self.optimizer.step()
         if not _all_finite(self._parameters):
             self.optimizer.state.clear()  # its moments were updated from the bad step too
-            raise self._reject("non-finite parameters after the update")
+            raise self._reject(Stage.PARAMETERS)
         return self._record(loss)
 
     def _record(self, loss: Tensor) -> float:
@@ -194,7 +208,7 @@ class Trainer:
         self.losses.append(value)
         return value
 
-    def _reject(self, stage: str) -> TrainingDiverged:
+    def _reject(self, stage: Stage) -> TrainingDiverged:
         culprit = self._first_nonfinite_layer(stage)
         self._snapshot.restore()
         if self.optimizer is not None:
@@ -203,16 +217,16 @@ class Trainer:
             position, title = None, "base"
         else:
             position, title = culprit, self.flow.layers[culprit].info.title
-        return TrainingDiverged(self.step_count + 1, position, title, stage, self.settings["learning_rate"])
+        return TrainingDiverged(self.step_count + 1, position, title, stage, self.settings.learning_rate)
 
-    def _first_nonfinite_layer(self, stage: str) -> int | None:
+    def _first_nonfinite_layer(self, stage: Stage) -> int | None:
         """Walk the failed batch through the layers in the direction training used."""
         active = self.flow.active()
-        if stage.startswith("non-finite parameters"):
+        if stage is Stage.PARAMETERS:
             for position, layer in active:
                 if list(layer.parameters()) and not _all_finite(list(layer.parameters())):
                     return position
-        if stage == "non-finite gradient":
+        if stage is Stage.GRADIENT:
             order = reversed(active) if self.objective == "forward_kl" else active
             for position, layer in order:
                 if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in layer.parameters()):
@@ -235,8 +249,7 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> Evaluation:
         """Held-out NLL (nats) and, where the target density is known, the true KL (nats)."""
-        self.flow.eval()
-        try:
+        with self.flow.evaluating():
             log_q = self.flow.log_prob(self.test_points)
             test_nll = float(-log_q.mean())
             kl = None
@@ -245,10 +258,8 @@ class Trainer:
                     kl = float((self.target.log_prob(self.test_points) - log_q).mean())
                 else:
                     generator = torch.Generator().manual_seed(self.spec.seed + 104_729)
-                    x, log_qx = self.flow.sample_and_log_prob(self.settings["test_size"], generator)
+                    x, log_qx = self.flow.sample_and_log_prob(self.settings.test_size, generator)
                     kl = float((log_qx + self.target.energy(x)).mean()) + self.target.log_z
-        finally:
-            self.flow.train()
         evaluation = Evaluation(self.step_count, test_nll, kl)
         self.evaluations.append(evaluation)
         return evaluation
@@ -257,8 +268,8 @@ class Trainer:
     def run(self, steps: int | None = None, progress: Callable[[int, float, Evaluation | None], None] | None = None) -> dict[str, Any]:
         """Train `steps` steps (default: the spec's), evaluating every `eval_every` and at the end.
         Returns the final metrics; `seconds` counts training steps only, not evaluations."""
-        steps = self.settings["steps"] if steps is None else steps
-        every = self.settings["eval_every"]
+        steps = self.settings.steps if steps is None else steps
+        every = self.settings.eval_every
         seconds = 0.0
         evaluation = None
         for i in range(steps):

@@ -52,6 +52,8 @@ class Autoregressive(Layer):
         title="MAF (masked autoregressive)",
         description="z_i scaled and shifted by a MADE of the data-side coordinates before it: density in one pass, sampling sequential.",
         reference="Papamakarios, Pavlakou & Murray (2017), Masked Autoregressive Flow for Density Estimation, arXiv:1705.07057",
+        tex_map=r"x_i = z_i\, e^{s_i(x_{<i})} + t_i(x_{<i})",
+        tex_log_det=r"\textstyle\sum_i s_i(x_{<i})",
         settings=HIDDEN_SETTINGS,
         cheap_direction="inverse",
     )
@@ -70,6 +72,8 @@ class MAF(Autoregressive):
         title="IAF (inverse autoregressive)",
         description="z_i scaled and shifted by a MADE of the base-side coordinates before it: sampling in one pass, density sequential.",
         reference="Kingma, Salimans, Jozefowicz, Chen, Sutskever & Welling (2016), Improved Variational Inference with Inverse Autoregressive Flow, arXiv:1606.04934",
+        tex_map=r"x_i = z_i\, e^{s_i(z_{<i})} + t_i(z_{<i})",
+        tex_log_det=r"\textstyle\sum_i s_i(z_{<i})",
         settings=HIDDEN_SETTINGS,
         cheap_direction="forward",
     )

@@ -33,6 +33,8 @@ class LayerInfo:
     description: str
     reference: str
     settings: tuple[Setting, ...] = ()
+    tex_map: str = ""  # the map x = f(z), in LaTeX, in the notation of the layer's paper
+    tex_log_det: str = ""  # its ln|det J|, in LaTeX
     cheap_direction: Direction = "both"  # which direction costs one pass (MAF: inverse, IAF: forward)
     iterative_inverse: bool = False
 

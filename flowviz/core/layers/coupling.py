@@ -65,6 +65,8 @@ class Coupling(Layer):
         title="NICE additive coupling",
         description="Shifts one coordinate by a network of the other; volume-preserving (ln|det J| = 0).",
         reference="Dinh, Krueger & Bengio (2015), NICE: Non-linear Independent Components Estimation, arXiv:1410.8516",
+        tex_map=r"x_b = z_b + t(z_a)",
+        tex_log_det=r"0",
         settings=(TRANSFORMED, *HIDDEN_SETTINGS),
     )
 )
@@ -83,6 +85,8 @@ class AdditiveCoupling(Coupling):
         title="RealNVP affine coupling",
         description="Scales and shifts one coordinate by networks of the other.",
         reference="Dinh, Sohl-Dickstein & Bengio (2017), Density estimation using Real NVP, arXiv:1605.08803",
+        tex_map=r"x_b = z_b\, e^{s(z_a)} + t(z_a)",
+        tex_log_det=r"s(z_a)",
         settings=(TRANSFORMED, *HIDDEN_SETTINGS),
     )
 )
@@ -103,6 +107,8 @@ class AffineCoupling(Coupling):
         title="Rational-quadratic spline coupling",
         description="Bends one coordinate through a monotonic spline whose knots a network of the other sets; identity outside ±bound.",
         reference="Durkan, Bekasov, Murray & Papamakarios (2019), Neural Spline Flows, arXiv:1906.04032",
+        tex_map=r"x_b = \mathrm{RQS}_{\theta(z_a)}(z_b)",
+        tex_log_det=r"\ln \mathrm{RQS}'_{\theta(z_a)}(z_b)",
         settings=(
             TRANSFORMED,
             Setting("bins", "int", 8, low=2, high=LIMITS.max_bins, doc="spline bins"),

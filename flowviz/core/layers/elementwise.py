@@ -17,6 +17,8 @@ from flowviz.core.settings import Setting
         title="Leaky ReLU",
         description="Each coordinate below zero is multiplied by a learned slope a > 0: piecewise-linear, with a kink on the axes.",
         reference="Dinh et al. (2019), A RAD approach to deep mixture models, arXiv:1903.07714",
+        tex_map=r"x_i = z_i \text{ if } z_i \ge 0 \text{ else } a\, z_i",
+        tex_log_det=r"\textstyle\sum_i [z_i < 0] \ln a",
         settings=(Setting("slope", "float", 0.5, low=0.01, high=10.0, log_scale=True, doc="initial slope below zero"),),
     )
 )

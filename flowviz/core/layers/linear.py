@@ -31,6 +31,8 @@ def _inverse_2x2(m: Tensor) -> Tensor:
         title="Invertible linear (LU)",
         description="x = W z + b with W = P L (U + diag s): any invertible linear map, ln|det J| = Σ ln|s|.",
         reference="Kingma & Dhariwal (2018), Glow: Generative Flow with Invertible 1x1 Convolutions, arXiv:1807.03039",
+        tex_map=r"x = P L (U + \operatorname{diag} s)\, z + b",
+        tex_log_det=r"\textstyle\sum_i \ln|s_i|",
     )
 )
 class LULinear(Layer):
@@ -68,6 +70,8 @@ class LULinear(Layer):
         title="Swap coordinates",
         description="Exchanges z1 and z2 (the 2-D permutation), so the next coupling layer changes the other coordinate.",
         reference="Dinh, Krueger & Bengio (2015), NICE, arXiv:1410.8516",
+        tex_map=r"(x_1, x_2) = (z_2, z_1)",
+        tex_log_det=r"0",
     )
 )
 class Swap(Layer):
@@ -84,6 +88,8 @@ class Swap(Layer):
         title="Learnable rotation",
         description="Rotates the plane by a learned angle; volume-preserving (ln|det J| = 0).",
         reference="Tomczak & Welling (2016), Improving Variational Auto-Encoders using Householder Flow, arXiv:1611.09630",
+        tex_map=r"x = R_\phi\, z",
+        tex_log_det=r"0",
         settings=(Setting("angle", "float", 45.0, low=-180.0, high=180.0, doc="initial angle in degrees"),),
     )
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor, nn
 
@@ -37,7 +39,7 @@ def mlp(inputs: int, outputs: int, hidden: int, depth: int, activation: str) -> 
     """An MLP whose last layer starts at zero, so a fresh flow layer starts as the identity."""
     sizes = [inputs] + [hidden] * depth
     modules: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    for a, b in itertools.pairwise(sizes):
         modules += [ScalarInputLinear(a, b) if a == 1 else nn.Linear(a, b), _activation(activation)]
     last = nn.Linear(sizes[-1], outputs)
     nn.init.zeros_(last.weight)

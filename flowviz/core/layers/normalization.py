@@ -15,6 +15,8 @@ from flowviz.core.settings import Setting
         title="ActNorm",
         description="Per-coordinate scale and shift, initialised from the first training batch so that batch comes out standardised.",
         reference="Kingma & Dhariwal (2018), Glow: Generative Flow with Invertible 1x1 Convolutions, arXiv:1807.03039",
+        tex_map=r"x = e^{s} \odot z + b",
+        tex_log_det=r"\textstyle\sum_i s_i",
     )
 )
 class ActNorm(Layer):
@@ -58,6 +60,8 @@ class ActNorm(Layer):
         description="Standardises the data-side batch (running statistics at evaluation) with a learned scale and shift. "
         "Statistics come from the data direction; under reverse-KL training it acts as a learned affine map.",
         reference="Dinh, Sohl-Dickstein & Bengio (2017), Density estimation using Real NVP, arXiv:1605.08803",
+        tex_map=r"x = \mu + \sqrt{\sigma^2 + \epsilon}\; e^{-\gamma} \odot (z - \beta)",
+        tex_log_det=r"\textstyle\sum_i \left(\tfrac12 \ln(\sigma_i^2 + \epsilon) - \gamma_i\right)",
         settings=(Setting("momentum", "float", 0.05, low=0.001, high=1.0, doc="running-statistics update rate"),),
     )
 )

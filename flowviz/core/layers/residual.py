@@ -7,7 +7,9 @@ inverts by fixed-point iteration, since its g is a contraction.
 
 from __future__ import annotations
 
+import itertools
 import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -40,6 +42,8 @@ def solve_tanh_equation(target: Tensor, c: Tensor, k: Tensor, d: Tensor, iterati
         title="Planar flow",
         description="Pushes the plane along u, by an amount that varies across lines w·z + b = const: contracts or expands around one line.",
         reference="Rezende & Mohamed (2015), Variational Inference with Normalizing Flows, arXiv:1505.05770",
+        tex_map=r"x = z + u\,\tanh(w^\top z + b)",
+        tex_log_det=r"\ln\left|1 + (1 - \tanh^2(w^\top z + b))\, w^\top u\right|",
         iterative_inverse=True,
     )
 )
@@ -76,6 +80,8 @@ class Planar(IterativeInverse):
         title="Radial flow",
         description="Pulls points towards (or pushes them away from) a learned centre, most strongly nearby.",
         reference="Rezende & Mohamed (2015), Variational Inference with Normalizing Flows, arXiv:1505.05770",
+        tex_map=r"x = z + \beta h(r)\,(z - z_0),\; h = \tfrac{1}{\alpha + r}",
+        tex_log_det=r"\ln(1 + \beta h) + \ln(1 + \beta h + \beta h'(r)\, r)",
     )
 )
 class Radial(Layer):
@@ -121,6 +127,8 @@ class Radial(Layer):
         title="Sylvester flow",
         description="A full-rank generalisation of planar: x = z + Q R tanh(R̃ Qᵀ z + b), Q a rotation, R and R̃ triangular.",
         reference="van den Berg, Hasenclever, Tomczak & Welling (2018), Sylvester Normalizing Flows for Variational Inference, arXiv:1803.05649",
+        tex_map=r"x = z + Q R \tanh(\tilde R Q^\top z + b)",
+        tex_log_det=r"\ln\left|\det\!\left(I + \operatorname{diag}(\tanh'(\cdot))\, \tilde R R\right)\right|",
         iterative_inverse=True,
     )
 )
@@ -168,6 +176,8 @@ class Sylvester(IterativeInverse):
         description="x = z + g(z) with g a spectrally normalised MLP of Lipschitz constant < 1; "
         "inverted by fixed-point iteration (finished by Newton steps); exact 2-D log-det from the Jacobian.",
         reference="Behrmann, Grathwohl, Chen, Duvenaud & Jacobsen (2019), Invertible Residual Networks, arXiv:1811.00995",
+        tex_map=r"x = z + g(z),\; \operatorname{Lip}(g) < 1",
+        tex_log_det=r"\ln\det\!\left(I + \partial g / \partial z\right)",
         settings=(
             Setting("hidden", "int", 32, low=4, high=LIMITS.max_hidden_width, doc="units per hidden layer"),
             Setting("depth", "int", 2, low=1, high=LIMITS.max_hidden_layers, doc="hidden layers"),
@@ -186,7 +196,7 @@ class IResNet(IterativeInverse):
         super().__init__()
         self.lipschitz = lipschitz
         sizes = [2] + [hidden] * depth + [2]
-        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
 
     def _weights(self) -> list[Tensor]:
         """Exact spectral normalisation: each W has spectral norm <= 1; g is scaled by `lipschitz`."""

@@ -32,7 +32,7 @@ class Points(Target):
         if standardize:
             points = (points - points.mean(0)) / points.std(0).clamp_min(1e-8)
         order = torch.randperm(points.shape[0], generator=torch.Generator().manual_seed(seed))
-        n_test = int(round(test_fraction * points.shape[0]))
+        n_test = round(test_fraction * points.shape[0])
         self.test_points, self.train_points = points[order[:n_test]], points[order[n_test:]]
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
