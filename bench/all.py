@@ -61,7 +61,7 @@ def machine() -> str:
 
 def run(command: list[str]) -> tuple[str, float]:
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True, check=False)
     out = done.stdout.strip()
     if done.returncode != 0:
         out += f"\n\n(exit {done.returncode}; the end of its stderr:)\n\n" + "\n".join(
@@ -76,9 +76,9 @@ def main() -> None:
     args = parser.parse_args()
     parts = [
         "# Benchmarks\n",
-        f"Written by `python bench/all.py{' --quick' if args.quick else ''}` on {datetime.date.today()}: {machine()}. "
-        "Each table is the output of the command above it. Timings on a shared machine drift; compare the "
-        "figures within a table, which were measured in the same run.\n",
+        (f"Written by `python bench/all.py{' --quick' if args.quick else ''}` on {datetime.date.today()}: {machine()}. "
+         "Each table is the output of the command above it. Timings on a shared machine drift; compare the "
+         "figures within a table, which were measured in the same run.\n"),
     ]
     sections = [(title, quick if args.quick else full) for title, full, quick in SECTIONS]
     if torch.cuda.is_available():

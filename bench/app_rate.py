@@ -77,7 +77,7 @@ def open_when_up(page, url: str) -> None:
         try:
             page.goto(url)
             return
-        except Exception:
+        except Exception:  # noqa: BLE001 (any failure means "not up yet"; the last try below raises it)
             time.sleep(0.3)
     page.goto(url)  # one last time, letting its error through
 

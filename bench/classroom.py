@@ -30,8 +30,8 @@ import shutil
 import statistics
 import sys
 import tempfile
-import urllib.request
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path

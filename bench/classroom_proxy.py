@@ -64,7 +64,7 @@ def render_config(template: str, backends: list[int], listen: int, sticky: str) 
     """bench/nginx-flowviz.conf with its backends, listen port and stickiness filled in."""
     servers = "".join(f"        server 127.0.0.1:{port} max_fails=1 fail_timeout=10s;\n" for port in backends)
     text, n = re.subn(r"(# BACKENDS[^\n]*\n).*?(\s*# END BACKENDS)",
-                      lambda m: m.group(1) + servers.rstrip("\n") + m.group(2), template, flags=re.S)
+                      lambda m: m.group(1) + servers.rstrip("\n") + m.group(2), template, flags=re.DOTALL)
     assert n == 1, "no BACKENDS block in the config"
     text, n = re.subn(r"listen 127\.0\.0\.1:\d+;", f"listen 127.0.0.1:{listen};", text)
     assert n == 1, "no listen line in the config"
@@ -91,22 +91,22 @@ class Stack:
                "--rest-session-info", "--session-history", "-1"]
         if xheaders:
             cmd.append("--use-xheaders")
-        log = open(self.workdir / f"backend-{port}.log", "w")
-        self.backends[port] = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        with open(self.workdir / f"backend-{port}.log", "w") as log:  # the child keeps its own copy of the file
+            self.backends[port] = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
     def start_nginx(self, conf: Path) -> None:
         base = ["nginx", "-c", str(conf), "-p", f"{self.workdir}/", "-e", str(self.workdir / "logs" / "error.log")]
-        check = subprocess.run(base + ["-t"], capture_output=True, text=True)
+        check = subprocess.run(base + ["-t"], capture_output=True, text=True, check=False)
         if check.returncode != 0:
             raise RuntimeError(f"nginx -t failed:\n{check.stderr}")
         self.nginx_cmd = base
         # In the foreground, so it is our child; `-s quit` still finds it through the pid file.
-        self.nginx = subprocess.Popen(base + ["-g", "daemon off;"], stdout=subprocess.DEVNULL,
-                                      stderr=open(self.workdir / "logs" / "nginx-stderr.log", "w"))
+        with open(self.workdir / "logs" / "nginx-stderr.log", "w") as stderr:  # the child keeps its own copy
+            self.nginx = subprocess.Popen(base + ["-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=stderr)
 
     def stop(self) -> None:
         if self.nginx is not None and self.nginx.poll() is None:
-            subprocess.run(self.nginx_cmd + ["-s", "quit"], capture_output=True)
+            subprocess.run(self.nginx_cmd + ["-s", "quit"], capture_output=True, check=False)  # the wait below judges
             try:
                 self.nginx.wait(20)
             except subprocess.TimeoutExpired:
@@ -135,7 +135,7 @@ def watch(page) -> dict:
         text = msg.text
         if msg.type == "error":
             record["errors"].append(text[:200])
-        if re.search(r"lost websocket|connection lost|websocket.*(closed|error)", text, re.I):
+        if re.search(r"lost websocket|connection lost|websocket.*(closed|error)", text, re.IGNORECASE):
             record["lost"].append(text[:200])
 
     def on_socket(ws):
@@ -155,7 +155,7 @@ def watch(page) -> dict:
 def step_of(page) -> int | None:
     try:
         return int(page.locator("#fv-step").first.inner_text(timeout=10_000).replace(",", ""))
-    except Exception:
+    except Exception:  # noqa: BLE001 (a page that timed out, closed or shows no number: "no reading", not a crash)
         return None
 
 
@@ -259,7 +259,7 @@ def main() -> int:
                         rec["page"].get_by_role("button", name="▶ Play").wait_for(timeout=left * 1000)
                         rec["load_s"] = time.time() - rec["t0"]
                         say(f"page {rec['index']} ready after {rec['load_s']:.0f} s")
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001 (one page's failure is recorded; the run goes on)
                         rec["load_s"] = None
                         rec["problems"].append(f"no Play button after {args.load_timeout:.0f} s")
                         say(f"page {rec['index']}: {type(exc).__name__}")
@@ -268,7 +268,7 @@ def main() -> int:
                     rec["before"] = step_of(rec["page"])
                     try:
                         rec["page"].get_by_role("button", name="▶ Play").click(timeout=30_000)
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001 (one page's failure is recorded; the run goes on)
                         rec["problems"].append(f"Play click failed: {type(exc).__name__}")
                 say(f"pressed Play on {len(ready)} pages; training for {args.seconds:.0f} s")
                 time.sleep(args.seconds)
@@ -276,9 +276,9 @@ def main() -> int:
                     rec["after"] = step_of(rec["page"]) if rec["load_s"] is not None else None
                     cookies = {c["name"]: c["value"] for c in rec["context"].cookies()}
                     rec["key"] = cookies.get(COOKIE)
-                    if rec["load_s"] is not None:
-                        if rec["before"] is None or rec["after"] is None or rec["after"] <= rec["before"]:
-                            rec["problems"].append(f"step counter did not rise ({rec['before']} → {rec['after']})")
+                    if rec["load_s"] is not None and (
+                            rec["before"] is None or rec["after"] is None or rec["after"] <= rec["before"]):
+                        rec["problems"].append(f"step counter did not rise ({rec['before']} → {rec['after']})")
                     sockets = [s for s in rec["sockets"] if s["url"].split("?")[0].endswith("/app/ws")]
                     if not sockets:
                         rec["problems"].append("no websocket to /app/ws")
@@ -357,7 +357,7 @@ def main() -> int:
                         if re.search(r"\[(error|crit|alert|emerg)\]", line)]
         if nginx_errors:
             failures.append(f"nginx error.log: {nginx_errors[0][:160]}")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (reported as a failure; `finally` still stops every process)
         failures.append(f"{type(exc).__name__}: {exc}")
     finally:
         stack.stop()
@@ -371,7 +371,7 @@ def main() -> int:
     if failures:
         print(f"**FAILED** ({len(failures)}): " + "; ".join(failures) + f" — logs kept in {workdir}")
         return 1
-    print(f"**passed**: every page trained through nginx, with its page and websocket on one backend.")
+    print("**passed**: every page trained through nginx, with its page and websocket on one backend.")
     return 0
 
 

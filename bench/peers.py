@@ -70,7 +70,11 @@ def nflows_model(arch: str):
     from nflows.distributions.normal import StandardNormal
     from nflows.flows.base import Flow
     from nflows.nn.nets import MLP
-    from nflows.transforms import AffineCouplingTransform, CompositeTransform, PiecewiseRationalQuadraticCouplingTransform
+    from nflows.transforms import (
+        AffineCouplingTransform,
+        CompositeTransform,
+        PiecewiseRationalQuadraticCouplingTransform,
+    )
 
     class Net(MLP):  # nflows' couplings pass a context argument its MLP does not take
         def forward(self, inputs, context=None):

@@ -38,7 +38,7 @@ def train(path: Path) -> tuple[dict | None, float, str]:
     """Run the CLI on one preset: (final metrics or None, wall seconds, error text)."""
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "flowviz", "train", str(path), "--quiet"],
-                            capture_output=True, text=True, cwd=ROOT)
+                            capture_output=True, text=True, cwd=ROOT, check=False)
     wall = time.perf_counter() - start
     lines = result.stdout.strip().splitlines()
     try:
@@ -102,11 +102,11 @@ def main() -> int:
             grid[match[1], int(match[2])] = metrics["kl"]
 
     lines = [
-        f"Presets trained by `python -m flowviz train PRESET --quiet`, one at a time, on {date.today()}: "
-        f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, device cpu. Wall: the whole command; steps/s: training steps only. "
-        "Final fit in nats: the true KL on the held-out points (forward, p‖q) or on samples of q (reverse, q‖p), "
-        "4096 of them; where p is unknown, the NLL of the held-out points.",
+        (f"Presets trained by `python -m flowviz train PRESET --quiet`, one at a time, on {date.today()}: "
+         f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+         f"{torch.get_num_threads()} threads, device cpu. Wall: the whole command; steps/s: training steps only. "
+         "Final fit in nats: the true KL on the held-out points (forward, p‖q) or on samples of q (reverse, q‖p), "
+         "4096 of them; where p is unknown, the NLL of the held-out points."),
         "",
         "| preset | layers | base | target | objective | steps | wall s | steps/s | final fit (nats) |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -115,8 +115,8 @@ def main() -> int:
     if grid:
         lines += [
             "",
-            "Planar flows by reverse KL: KL(q‖p) in nats after each preset's steps "
-            "(Rezende & Mohamed 2015, Figure 3):",
+            ("Planar flows by reverse KL: KL(q‖p) in nats after each preset's steps "
+             "(Rezende & Mohamed 2015, Figure 3):"),
             "",
             "| energy | " + " | ".join(f"K = {k}" for k in GRID_KS) + " |",
             "|---|" + "---|" * len(GRID_KS),

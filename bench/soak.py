@@ -28,7 +28,7 @@ def status(pid: int) -> tuple[float, int]:
 def steps(page) -> int:
     try:
         return int(page.locator("#fv-step").inner_text(timeout=2000).replace(",", ""))
-    except Exception:
+    except Exception:  # noqa: BLE001 (a page that timed out or shows no number reads -1; the soak goes on)
         return -1
 
 
@@ -43,9 +43,9 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     port = free_port()
-    log = open(args.log, "w")
-    server = subprocess.Popen([sys.executable, "-m", "panel", "serve", "flowviz/app.py", "--port", str(port)],
-                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    with open(args.log, "w") as log:  # the server keeps its own copy of the file
+        server = subprocess.Popen([sys.executable, "-m", "panel", "serve", "flowviz/app.py", "--port", str(port)],
+                                  cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     rows = []
     try:
         with sync_playwright() as p:
@@ -76,7 +76,6 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(20)
-        log.close()
     text = Path(args.log).read_text()
     errors = [line for line in text.splitlines() if "ERROR" in line or "Traceback" in line]
     first, last = rows[1] if len(rows) > 1 else rows[0], rows[-1]

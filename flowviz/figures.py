@@ -24,16 +24,16 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib import font_manager  # noqa: E402
-from PIL import Image, ImageDraw, ImageFont  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib import font_manager
+from PIL import Image, ImageDraw, ImageFont
 
-from flowviz.core.flow import Flow  # noqa: E402
-from flowviz.core.grid import GridRequest, GridViews, evaluate_grid, target_image  # noqa: E402
-from flowviz.core.spec import ExperimentSpec, ViewSpec  # noqa: E402
-from flowviz.core.targets import Target  # noqa: E402
+from flowviz.core.flow import Flow
+from flowviz.core.grid import GridRequest, GridViews, evaluate_grid, target_image
+from flowviz.core.spec import ExperimentSpec, ViewSpec
+from flowviz.core.targets import Target
 
 
 def start_colors(samples0: np.ndarray) -> np.ndarray:

@@ -11,9 +11,9 @@ settings.load_profile("flowviz")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
 PRESET_FILES = sorted(Path(__file__).parent.parent.joinpath("presets").glob("*.json"))
 

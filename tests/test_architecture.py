@@ -19,6 +19,6 @@ def test_core_and_cli_import_no_ui_library():
         "loaded = sorted(m for m in ('panel', 'bokeh', 'param', 'matplotlib') if m in sys.modules)\n"
         "print(','.join(loaded))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"the core pulled in: {result.stdout.strip()}"

@@ -6,6 +6,7 @@ import doctest
 import io
 import json
 import pickle
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -263,7 +264,7 @@ def test_byte_limit_reads_the_module_constant(monkeypatch):
 
 
 class RecordsUnpickling:
-    unpickled: list[str] = []
+    unpickled: ClassVar[list[str]] = []  # shared on purpose: records any unpickling anywhere
 
     def __reduce__(self):
         return (RecordsUnpickling.unpickled.append, ("unpickled!",))

@@ -14,9 +14,12 @@ inversions in K batches; the first one of each copy is on the regular grid, wher
 runs its network once per row or column (`Layer.inverse_on_grid`).
 
 Example:
+    >>> from flowviz.core.bases import make_base
+    >>> from flowviz.core.layers import make_layer
+    >>> flow = Flow(make_base("standard_normal"), [make_layer("affine_coupling"), make_layer("planar")])
     >>> views = evaluate_grid(flow, GridRequest(resolution=64))
-    >>> views.log_q.shape
-    (K + 1, 64, 64)
+    >>> views.log_q.shape   # depths k = 0..K, K = 2
+    (3, 64, 64)
 """
 
 from __future__ import annotations
