@@ -1,6 +1,7 @@
 """Remake the README's screenshots of the explorer: serve the app, drive it in headless Chromium, crop.
 
     python assets/make_screenshots.py   # writes assets/explorer.png, ledger.png, draw.png, projector.png
+                                        # and the page at three sizes, idle and training: assets/page-*.png
 
 Needs the test extras (Playwright) and Debian's chromium, like the browser tests.
 """
@@ -14,9 +15,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flowviz.core.link import spec_to_link  # noqa: E402
-from flowviz.core.spec import ExperimentSpec  # noqa: E402
-from tests.test_browser import ARGS, CHROMIUM, TO_SCREEN, served_app, wait_until  # noqa: E402
+from flowviz.core.link import spec_to_link
+from flowviz.core.spec import ExperimentSpec
+from tests.test_browser import ARGS, CHROMIUM, TO_SCREEN, served_app, wait_until
 
 OUT = ROOT / "assets"
 
@@ -33,7 +34,26 @@ def main() -> None:
         page.close()
         page = browser.new_page(viewport={"width": 1920, "height": 1080})
         projector(page, url, sessions)
+        page.close()
+        for name, viewport, touch in SCREENS:
+            context = browser.new_context(viewport=viewport, has_touch=touch)
+            sizes(context.new_page(), url, sessions, name)
+            context.close()
         browser.close()
+
+
+SCREENS = [("1600x1000", {"width": 1600, "height": 1000}, False), ("1280x800", {"width": 1280, "height": 800}, False),
+           ("tablet", {"width": 820, "height": 1180}, True)]
+
+
+def sizes(page, url: str, sessions: list, name: str) -> None:
+    """The first screen of the default experiment, idle and then while it trains."""
+    explorer = _open(page, url, sessions)
+    page.screenshot(path=OUT / f"page-{name}-idle.png")
+    page.get_by_role("button", name="▶ Play").click()
+    wait_until(lambda: explorer.state.live.step >= 300, 120, "some training")
+    page.screenshot(path=OUT / f"page-{name}-training.png")
+    page.get_by_role("button", name="❚❚ Pause").click()
 
 def _open(page, url: str, sessions: list):
     count = len(sessions)
@@ -45,9 +65,9 @@ def _open(page, url: str, sessions: list):
 
 def _steps(page, explorer, n: int) -> None:
     for _ in range(n):
-        before = explorer.live.step
+        before = explorer.state.live.step
         page.get_by_role("button", name="Step", exact=True).click()
-        wait_until(lambda: explorer.live.step > before, 20, "the step")
+        wait_until(lambda before=before: explorer.state.live.step > before, 20, "the step")
     time.sleep(1)
 
 def _box_of(page, text: str, below: int) -> dict:
@@ -57,7 +77,7 @@ def _box_of(page, text: str, below: int) -> dict:
 def overview(page, url: str, sessions: list) -> None:
     explorer = _open(page, url, sessions)  # the default experiment: RealNVP on two moons
     page.get_by_role("button", name="▶ Play").click()
-    wait_until(lambda: explorer.live.step >= 600, 180, "some training")
+    wait_until(lambda: explorer.state.live.step >= 600, 180, "some training")
     page.get_by_role("button", name="❚❚ Pause").click()
     time.sleep(3)
     page.screenshot(path=OUT / "explorer.png")
@@ -67,11 +87,11 @@ def ledger_and_drawing(page, url: str, sessions: list) -> None:
     explorer = _open(page, url + "?spec=" + spec_to_link(spec), sessions)
     play = page.get_by_role("button", name="▶ Play")
     play.click()
-    wait_until(lambda: explorer.live.step >= 400, 120, "some training")
+    wait_until(lambda: explorer.state.live.step >= 400, 120, "some training")
     page.get_by_role("button", name="❚❚ Pause").click()
     time.sleep(2)
-    dx, dy = explorer.density.layout.offset(2)
-    page.mouse.click(*page.evaluate(TO_SCREEN, [explorer.density.figure.id, 1.2 + dx, 0.9 + dy]))
+    dx, dy = explorer.strips.density.layout.offset(2)
+    page.mouse.click(*page.evaluate(TO_SCREEN, [explorer.strips.density.figure.id, 1.2 + dx, 0.9 + dy]))
     page.get_by_text("they agree").wait_for(timeout=20_000)
     time.sleep(1.5)
     page.get_by_text("Follow a point: the change-of-variables ledger").scroll_into_view_if_needed()
@@ -79,9 +99,9 @@ def ledger_and_drawing(page, url: str, sessions: list) -> None:
     page.screenshot(path=OUT / "ledger.png", clip=_box_of(page, "Follow a point: the change-of-variables ledger", 720))
 
     page.get_by_role("button", name="✎ Draw").click()
-    wait_until(lambda: explorer.draw_toggle.value, 10, "draw mode")
+    wait_until(lambda: explorer.state.drawing, 10, "draw mode")
     time.sleep(1)  # the figure stops panning once the server's change has reached the page
-    target = explorer.target_model.target_fig
+    target = explorer.overview.target_model.target_fig
     for row, (x0, y0) in enumerate([(-2.5, 1.5), (-2.5, -1.5)]):
         start = page.evaluate(TO_SCREEN, [target.id, x0, y0])
         page.mouse.move(*start)
@@ -89,7 +109,7 @@ def ledger_and_drawing(page, url: str, sessions: list) -> None:
         for i in range(1, 40):
             page.mouse.move(start[0] + 4 * i, start[1] + (8 if i % 10 < 5 else -8) * (row * 2 - 1) * 0.5, steps=2)
         page.mouse.up()
-    wait_until(lambda: len(explorer._drawn) > 200, 20, "the drawing")
+    wait_until(lambda: len(explorer.state.drawn) > 200, 20, "the drawing")
     time.sleep(1)
     box = page.get_by_text("Draw", exact=False).first.bounding_box()
     page.screenshot(path=OUT / "draw.png", clip={"x": box["x"] - 20, "y": box["y"] - 330, "width": 820, "height": 420})

@@ -42,14 +42,12 @@ def server_full() -> pn.template.BootstrapTemplate:
 def create_app(link: str | None = None) -> pn.template.BootstrapTemplate:
     if open_sessions() > LIMITS.max_sessions:
         return server_full()  # no model, no threads: the sessions already here keep their share
-    explorer, problem = Explorer.from_link(link, gate=pn.state.as_cached("flowviz-compute-gate", compute_gate))
+    explorer, _problem = Explorer.from_link(link, gate=pn.state.as_cached("flowviz-compute-gate", compute_gate))
     template = pn.template.BootstrapTemplate(
         title=TITLE, sidebar=explorer.sidebar(), main=explorer.main(), sidebar_width=380,
         header_background="#1d3557", busy_indicator=None,  # it would flicker on every frame, at a cost
         collapsed_sidebar=explorer.sidebar_hidden(),
     )
-    if problem:
-        explorer._say(problem)
     explorer.start()
     template.explorer = explorer  # for tests and tools that drive a served page
     return template

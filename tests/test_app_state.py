@@ -141,7 +141,7 @@ def test_a_new_target_starts_a_new_curve():
     for _ in range(5):
         live.step_once()
     live.apply(MOONS.replace(target={"name": "8gaussians"}), [0, 1, 2, 3])
-    assert live.step == 0 and live.history_loss == []
+    assert live.step == 0 and live.losses == []
     live.close()
 
 
@@ -158,7 +158,7 @@ def test_playing_trains_renders_and_closing_stops_the_threads():
     paused_at = live.step
     time.sleep(0.3)
     assert live.step == paused_at
-    losses = live.history_loss
+    losses = live.losses
     assert np.mean(losses[-20:]) < np.mean(losses[:20])
     live.close()
     assert flowviz_threads() == []
@@ -185,77 +185,77 @@ def explorer():
 
 
 def test_dragging_a_layer_in_changes_the_spec_and_the_plots(explorer):
-    before = [np.array(a) for a in explorer.density.images.data["density"]]
-    explorer.stack.act({"action": "add", "type": "spline_coupling", "index": 0})
-    assert [l.type for l in explorer.spec.layers][:2] == ["spline_coupling", "affine_coupling"]
-    after = explorer.density.images.data["density"]
+    before = [np.array(a) for a in explorer.strips.density.images.data["density"]]
+    explorer.layer_editor.stack.act({"action": "add", "type": "spline_coupling", "index": 0})
+    assert [l.type for l in explorer.state.spec.layers][:2] == ["spline_coupling", "affine_coupling"]
+    after = explorer.strips.density.images.data["density"]
     assert len(after) == len(before) + 1
-    assert "k = 1\nRational" in explorer.density.labels.data["text"][1]
+    assert "k = 1\nRational" in explorer.strips.density.labels.data["text"][1]
 
 
 def test_a_step_moves_the_counter_and_the_views(explorer):
-    model_before = np.array(explorer.target_model.model.data["image"][0])
-    explorer._step()
-    assert explorer.live.step == 1
-    assert "step <span id='fv-step'>1</span>" in explorer.status.object
-    assert not np.array_equal(model_before, explorer.target_model.model.data["image"][0])
+    model_before = np.array(explorer.overview.target_model.model.data["image"][0])
+    explorer.state.step()
+    assert explorer.state.live.step == 1
+    assert "step <span id='fv-step'>1</span>" in explorer.toolbar.status.object
+    assert not np.array_equal(model_before, explorer.overview.target_model.model.data["image"][0])
 
 
 def test_a_bad_training_value_is_refused_and_nothing_changes(explorer):
-    explorer._step()
-    spec, weights = explorer.spec, {k: v.clone() for k, v in explorer.live.flow.state_dict().items()}
-    explorer.grad_clip.value = -1.0
-    assert "training.grad_clip" in explorer.message
-    assert explorer.spec == spec
-    assert explorer.grad_clip.value == spec.training["grad_clip"]  # the control snapped back
-    for key, value in explorer.live.flow.state_dict().items():
+    explorer.state.step()
+    spec, weights = explorer.state.spec, {k: v.clone() for k, v in explorer.state.live.flow.state_dict().items()}
+    explorer.training.widgets["grad_clip"].value = -1.0
+    assert "training.grad_clip" in explorer.state.message
+    assert explorer.state.spec == spec
+    assert explorer.training.widgets["grad_clip"].value == spec.training.grad_clip  # the control snapped back
+    for key, value in explorer.state.live.flow.state_dict().items():
         assert torch.equal(value, weights[key])
 
 
 def test_reverse_kl_on_a_sample_only_target_says_what_to_do(explorer):
-    explorer.target_picker.value = "checkerboard"
-    assert explorer.spec.target.name == "checkerboard"
-    explorer.objective.value = "reverse_kl"
-    assert "reverse KL needs a target density" in explorer.message
-    assert explorer.spec.training["objective"] == "forward_kl"
+    explorer.target.picker.value = "checkerboard"
+    assert explorer.state.spec.target.name == "checkerboard"
+    explorer.training.widgets["objective"].value = "reverse_kl"
+    assert "reverse KL needs a target density" in explorer.state.message
+    assert explorer.state.spec.training.objective == "forward_kl"
 
 
 def test_uploading_points_trains_on_them_and_a_bad_file_changes_nothing(explorer):
     points = np.random.default_rng(0).normal(size=(300, 2)) * [3, 1]
     csv = ("x,y\n" + "\n".join(f"{a},{b}" for a, b in points)).encode()
-    send_file(explorer.points_upload, "mine.csv", csv)
-    assert explorer.spec.target.name == "points" and len(explorer.spec.target.points) == 300
-    assert "300 points from mine.csv" in explorer.points_note.object
-    good = explorer.spec
-    send_file(explorer.points_upload, "broken.csv", b"x,y\n1,2\n3,oops\n")
-    assert "line 3" in explorer.message and "broken.csv" in explorer.message
-    assert explorer.spec == good
+    send_file(explorer.target.upload, "mine.csv", csv)
+    assert explorer.state.spec.target.name == "points" and len(explorer.state.spec.target.points) == 300
+    assert "300 points from mine.csv" in explorer.target.note.object
+    good = explorer.state.spec
+    send_file(explorer.target.upload, "broken.csv", b"x,y\n1,2\n3,oops\n")
+    assert "line 3" in explorer.state.message and "broken.csv" in explorer.state.message
+    assert explorer.state.spec == good
 
 
 def test_loading_a_preset_file_and_a_broken_one(explorer, presets):
     spec = ExperimentSpec.load(presets[0])
-    send_file(explorer.preset_upload, "preset.json", spec.to_json().encode())
-    assert explorer.spec == spec
-    assert [i["type"] for i in explorer.stack.items] == [l.type for l in spec.layers]
-    send_file(explorer.preset_upload, "bad.json", b'{"layers": [{"type": "planar", "settings": {"K": 3}}]}')
-    assert "layers[0].settings.K" in explorer.message
-    assert explorer.spec == spec
+    send_file(explorer.experiment.preset_upload, "preset.json", spec.to_json().encode())
+    assert explorer.state.spec == spec
+    assert [i["type"] for i in explorer.layer_editor.stack.items] == [l.type for l in spec.layers]
+    send_file(explorer.experiment.preset_upload, "bad.json", b'{"layers": [{"type": "planar", "settings": {"K": 3}}]}')
+    assert "layers[0].settings.K" in explorer.state.message
+    assert explorer.state.spec == spec
 
 
 def test_the_preset_picker_loads_each_preset(explorer, presets):
-    for title in explorer.presets:
-        explorer.preset_select.value = title
-        assert explorer.spec.title == title
+    for title in explorer.experiment.presets:
+        explorer.experiment.preset_select.value = title
+        assert explorer.state.spec.title == title
 
 
 def test_a_link_reopens_the_same_experiment(explorer):
-    explorer.seed.value = 42
-    explorer.stack.act({"action": "add", "type": "radial"})
-    reopened, problem = Explorer.from_link(spec_to_link(explorer.spec))
-    assert problem == "" and reopened.spec == explorer.spec
+    explorer.training.widgets["seed"].value = 42
+    explorer.layer_editor.stack.act({"action": "add", "type": "radial"})
+    reopened, problem = Explorer.from_link(spec_to_link(explorer.state.spec))
+    assert problem == "" and reopened.state.spec == explorer.state.spec
     x = torch.randn(100, 2, generator=torch.Generator().manual_seed(1))
-    fresh = Explorer(explorer.spec)
-    torch.testing.assert_close(reopened.live.flow.log_prob(x), fresh.live.flow.log_prob(x), rtol=0, atol=0)
+    fresh = Explorer(explorer.state.spec)
+    torch.testing.assert_close(reopened.state.live.flow.log_prob(x), fresh.state.live.flow.log_prob(x), rtol=0, atol=0)
     reopened.close()
     fresh.close()
 
@@ -263,31 +263,32 @@ def test_a_link_reopens_the_same_experiment(explorer):
 def test_a_broken_link_opens_the_default_and_says_so():
     page, problem = Explorer.from_link("not-a-link")
     assert "link" in problem and "damaged" in problem
-    assert page.spec == ExperimentSpec()
+    assert page.state.spec == ExperimentSpec()
     page.close()
 
 
 def test_a_tampered_link_keeps_what_is_sound_and_names_what_is_not():
-    import base64, json, zlib  # noqa: E401
+    import base64
+    import json
+    import zlib
     data = MOONS.to_dict()
     data["layers"][1]["settings"]["hidden"] = 10_000
     data["training"]["learning_rate"] = "fast"
     link = base64.urlsafe_b64encode(zlib.compress(json.dumps(data).encode())).decode()
     page, problem = Explorer.from_link(link)
     assert "layers[1].settings.hidden" in problem and "training.learning_rate" in problem
-    assert page.spec.target == MOONS.target and len(page.spec.layers) == 4
-    assert page.spec.layers[1].settings["hidden"] == 64  # the default
-    assert page.spec.training["batch_size"] == 256  # sound fields are kept
+    assert page.state.spec.target == MOONS.target and len(page.state.spec.layers) == 4
+    assert page.state.spec.layers[1].settings["hidden"] == 64  # the default
+    assert page.state.spec.training.batch_size == 256  # sound fields are kept
     page.close()
 
 
 def test_the_layer_form_edits_one_layer(explorer):
-    explorer.stack.act({"action": "select", "index": 1})
-    form_widgets = explorer.layer_form_holder.objects[1].objects
-    hidden = next(w for w in form_widgets if w.label == "hidden")
+    explorer.layer_editor.stack.act({"action": "select", "index": 1})
+    hidden = explorer.layer_editor.form.widgets["hidden"]
     hidden.value = 32
-    assert explorer.spec.layers[1].settings["hidden"] == 32
-    assert explorer.spec.layers[0].settings["hidden"] == 64
+    assert explorer.state.spec.layers[1].settings["hidden"] == 32
+    assert explorer.state.spec.layers[0].settings["hidden"] == 64
 
 
 def test_a_removed_layers_id_is_never_reused():

@@ -119,30 +119,30 @@ def test_the_page_loads_offline_without_console_errors(page):
     page.wait_for_timeout(1500)
     assert page.external == []
     assert page.errors == []
-    assert page.locator(".fv-stack-item").count() == len(explorer.spec.layers)
+    assert page.locator(".fv-stack-item").count() == len(explorer.state.spec.layers)
     assert page.locator(".fv-target").count() >= 12  # every toy and energy as a thumbnail
 
 
 def test_dragging_a_layer_into_the_stack_changes_the_plots(page):
     explorer = page.open()
-    layers = len(explorer.spec.layers)
-    labels = list(explorer.density.labels.data["text"])
+    layers = len(explorer.state.spec.layers)
+    labels = list(explorer.strips.density.labels.data["text"])
     page.locator(".fv-palette-item[data-type=planar]").drag_to(page.locator(".fv-stack-item").first)
-    wait_until(lambda: len(explorer.spec.layers) == layers + 1, 10, "the new layer")
-    assert explorer.spec.layers[0].type == "planar"
+    wait_until(lambda: len(explorer.state.spec.layers) == layers + 1, 10, "the new layer")
+    assert explorer.state.spec.layers[0].type == "planar"
     wait_until(lambda: page.locator(".fv-stack-item").count() == layers + 1, 10, "the stack to redraw")
     # Every strip gets a panel for the new layer.
-    wait_until(lambda: len(explorer.density.images.data["density"]) == layers + 2, 10, "the new panel")
-    assert explorer.density.labels.data["text"] != labels
-    assert "Planar" in explorer.density.labels.data["text"][1]
+    wait_until(lambda: len(explorer.strips.density.images.data["density"]) == layers + 2, 10, "the new panel")
+    assert explorer.strips.density.labels.data["text"] != labels
+    assert "Planar" in explorer.strips.density.labels.data["text"][1]
     # Reorder by dragging: the planar layer goes below the first coupling.
     page.locator(".fv-stack-item").first.drag_to(page.locator(".fv-stack-item").nth(2))
-    wait_until(lambda: explorer.spec.layers[0].type != "planar", 10, "the reorder")
-    assert [l.type for l in explorer.spec.layers].count("planar") == 1
+    wait_until(lambda: explorer.state.spec.layers[0].type != "planar", 10, "the reorder")
+    assert [l.type for l in explorer.state.spec.layers].count("planar") == 1
     # Keyboard: Delete removes the focused layer.
     page.locator(".fv-stack-item").nth(0).focus()
     page.keyboard.press("Delete")
-    wait_until(lambda: len(explorer.spec.layers) == layers, 10, "the removal")
+    wait_until(lambda: len(explorer.state.spec.layers) == layers, 10, "the removal")
     assert page.errors == []
 
 
@@ -157,7 +157,7 @@ def test_play_raises_the_step_counter_and_lowers_the_loss(page):
     first_loss = float(page.locator("#fv-loss").inner_text())
     wait_until(lambda: _step_counter(page) > 300, 90, "300 steps")
     page.get_by_role("button", name="❚❚ Pause").click()
-    wait_until(lambda: not explorer.live.playing, 10, "the pause")
+    wait_until(lambda: not explorer.state.live.playing, 10, "the pause")
     page.wait_for_timeout(500)
     assert float(page.locator("#fv-loss").inner_text()) < first_loss - 0.2
     assert page.errors == []
@@ -169,22 +169,22 @@ def test_uploading_a_good_file_and_a_bad_one(page, tmp_path):
     good.write_text("x,y\n" + "\n".join(f"{i % 7},{(i * 3) % 11}" for i in range(200)))
     upload = page.locator("input[type=file][accept*='.csv']")
     upload.set_input_files(str(good))
-    wait_until(lambda: explorer.spec.target.name == "points", 20, "the upload")
-    assert len(explorer.spec.target.points) == 200
+    wait_until(lambda: explorer.state.spec.target.name == "points", 20, "the upload")
+    assert len(explorer.state.spec.target.points) == 200
     page.get_by_text("200 points from ring.csv").wait_for(timeout=10_000)
     bad = tmp_path / "bad.csv"
     bad.write_text("x,y\n1,2\n3,4\n5,six\n")
     upload.set_input_files(str(bad))
     page.get_by_text("line 4").wait_for(timeout=10_000)
-    assert explorer.spec.target.name == "points" and len(explorer.spec.target.points) == 200
+    assert explorer.state.spec.target.name == "points" and len(explorer.state.spec.target.points) == 200
     # Past the size limit the browser refuses the file itself: nothing is sent, the page stays up.
     huge = tmp_path / "huge.csv"
     huge.write_bytes(b"1,2\n" * (3 * 1024 * 1024))
     upload.set_input_files(str(huge))
     page.get_by_text("huge.csv is 12.0 MB").wait_for(timeout=10_000)
-    assert len(explorer.spec.target.points) == 200
+    assert len(explorer.state.spec.target.points) == 200
     page.get_by_role("button", name="Step", exact=True).click()
-    wait_until(lambda: explorer.live.step == 1, 10, "a step after the refusal")
+    wait_until(lambda: explorer.state.live.step == 1, 10, "a step after the refusal")
     assert page.errors == []
 
 
@@ -192,7 +192,7 @@ def test_loading_a_preset_from_the_picker(page, presets):
     explorer = page.open()
     spec = ExperimentSpec.load(presets[0])
     page.locator("select").first.select_option(label=spec.title)
-    wait_until(lambda: explorer.spec == spec, 20, "the preset")
+    wait_until(lambda: explorer.state.spec == spec, 20, "the preset")
     wait_until(lambda: page.locator(".fv-stack-item").count() == len(spec.layers), 10, "the stack")
 
 
@@ -200,18 +200,18 @@ def test_a_shared_link_reproduces_the_experiment(page, browser, server):
     _, sessions = server
     explorer = page.open()
     page.locator(".fv-palette-item[data-type=radial]").locator("button").click()
-    wait_until(lambda: explorer.spec.layers[-1].type == "radial", 10, "the added layer")
-    packed = spec_to_link(explorer.spec)
-    address = lambda: page.evaluate("location.href")  # noqa: E731 (page.url misses history.replaceState)
+    wait_until(lambda: explorer.state.spec.layers[-1].type == "radial", 10, "the added layer")
+    packed = spec_to_link(explorer.state.spec)
+    address = lambda: page.evaluate("location.href")
     wait_until(lambda: address().endswith("?spec=" + packed), 10, "the address bar to hold the experiment")
     link = address()
-    assert explorer.link.value == link  # the link field offers the same address
+    assert explorer.experiment.link.value == link  # the link field offers the same address
     other = browser.new_page()
     try:
         reopened = _open(other, link, sessions)
         assert reopened is not explorer
-        assert reopened.spec == explorer.spec  # seed, stack, target, training: all of it
-        assert other.locator(".fv-stack-item").count() == len(explorer.spec.layers)
+        assert reopened.state.spec == explorer.state.spec  # seed, stack, target, training: all of it
+        assert other.locator(".fv-stack-item").count() == len(explorer.state.spec.layers)
     finally:
         other.close()
 
@@ -222,17 +222,17 @@ def _play_then_close(browser, server, steps: int):
     tab = browser.new_page()
     explorer = _open(tab, url, sessions)
     tab.get_by_role("button", name="▶ Play").click()
-    wait_until(lambda: explorer.live.step > steps, 30, "training")
+    wait_until(lambda: explorer.state.live.step > steps, 30, "training")
     tab.close()
-    wait_until(lambda: not explorer.live._threads, 20, "the session to be destroyed")
+    wait_until(lambda: not explorer.state.live.running, 20, "the session to be destroyed")
     return explorer
 
 
 def test_closing_the_tab_stops_its_training(browser, server):
     explorer = _play_then_close(browser, server, 10)
-    stopped_at = explorer.live.step
+    stopped_at = explorer.state.live.step
     time.sleep(0.5)
-    assert explorer.live.step == stopped_at
+    assert explorer.state.live.step == stopped_at
 
 
 def test_two_sessions_never_see_each_others_state(browser, server):
@@ -241,17 +241,17 @@ def test_two_sessions_never_see_each_others_state(browser, server):
     try:
         first = _open(first_page, url, sessions)
         second = _open(second_page, url, sessions)
-        assert first is not second and first.live is not second.live
-        layers = len(second.spec.layers)
+        assert first is not second and first.state.live is not second.state.live
+        layers = len(second.state.spec.layers)
         first_page.locator(".fv-palette-item[data-type=radial]").locator("button").click()
         first_page.locator(".fv-target[data-name=checkerboard]").click()
         first_page.get_by_role("button", name="Step", exact=True).click()
-        wait_until(lambda: first.live.step == 1 and first.spec.target.name == "checkerboard", 10, "the edits")
+        wait_until(lambda: first.state.live.step == 1 and first.state.spec.target.name == "checkerboard", 10, "the edits")
         second_page.wait_for_timeout(500)
-        assert len(second.spec.layers) == layers and second.spec.target.name != "checkerboard"
-        assert second.live.step == 0
+        assert len(second.state.spec.layers) == layers and second.state.spec.target.name != "checkerboard"
+        assert second.state.live.step == 0
         assert second_page.locator(".fv-stack-item").count() == layers
-        assert first.live.flow is not second.live.flow
+        assert first.state.live.flow is not second.state.live.flow
     finally:
         first_page.close()
         second_page.close()
@@ -279,7 +279,7 @@ def test_open_and_close_twenty_times_leaves_no_threads_or_sessions(browser, serv
         gone.append(weakref.ref(explorer))
         del explorer
     wait_until(lambda: not [t for t in threading.enumerate() if t.name.startswith("flowviz-")]
-               or all(s.live._threads for s in sessions), 10, "the threads to stop")
+               or all(s.state.live.running for s in sessions), 10, "the threads to stop")
     gc.collect()
     alive = sum(ref() is not None for ref in gone)
     assert alive <= 2, f"{alive} of 20 closed sessions are still in memory"
@@ -304,27 +304,27 @@ def _screen(page, fig, x, y):
 
 def test_a_click_follows_a_point_and_a_drag_draws_a_target(page):
     explorer = page.open()
-    strip = explorer.density
+    strip = explorer.strips.density
     dx, dy = strip.layout.offset(2)
     page.mouse.click(*_screen(page, strip.figure, 0.5 + dx, -0.5 + dy))
-    wait_until(lambda: explorer._followed is not None, 10, "the click to reach the server")
-    assert explorer._followed[0] == 2 and explorer._followed[1] == pytest.approx((0.5, -0.5), abs=0.05)
+    wait_until(lambda: explorer.state.followed is not None, 10, "the click to reach the server")
+    assert explorer.state.followed[0] == 2 and explorer.state.followed[1] == pytest.approx((0.5, -0.5), abs=0.05)
     page.get_by_text("they agree").wait_for(timeout=10_000)
     assert page.locator("math").count() >= 1  # the formula is typeset (KaTeX, served locally)
 
     page.get_by_role("button", name="✎ Draw").click()
-    target = explorer.target_model.target_fig
+    target = explorer.overview.target_model.target_fig
     start = _screen(page, target, -2.0, -1.0)
     page.mouse.move(*start)
     page.mouse.down()
     for i in range(1, 25):
         page.mouse.move(start[0] + 5 * i, start[1] - 3 * i, steps=2)
     page.mouse.up()
-    wait_until(lambda: len(explorer._drawn) > 60, 10, "the drawn points")
-    drawn = list(explorer._drawn)
+    wait_until(lambda: len(explorer.state.drawn) > 60, 10, "the drawn points")
+    drawn = list(explorer.state.drawn)
     page.get_by_role("button", name="Train on it").click()
-    wait_until(lambda: explorer.spec.target.name == "points", 10, "the drawing to become the target")
-    assert len(explorer.spec.target.points) >= len(drawn)
+    wait_until(lambda: explorer.state.spec.target.name == "points", 10, "the drawing to become the target")
+    assert len(explorer.state.spec.target.points) >= len(drawn)
     assert page.external == [] and page.errors == []
 
 
@@ -336,8 +336,50 @@ def test_a_link_with_hidden_panels_opens_them_hidden(page, server):
     page.goto(url + "?spec=" + spec_to_link(spec))
     page.get_by_role("button", name="▶ Play").wait_for(timeout=60_000)
     wait_until(lambda: len(sessions) > count, 30, "the session")
-    assert sessions[-1].spec.presentation == spec.presentation
+    assert sessions[-1].state.spec.presentation == spec.presentation
     page.get_by_text("Follow a point: the change-of-variables ledger").wait_for(timeout=30_000)
     assert not page.locator(".fv-stack-item").first.is_visible()
     assert not page.get_by_text("Base distribution", exact=True).first.is_visible()
     assert page.get_by_text("Follow a point: the change-of-variables ledger").is_visible()
+
+
+# What shows that each hideable panel is on the page (a text or a selector inside it).
+PANEL_MARKERS = {
+    "experiment": ("text", "Download this experiment"), "target": ("css", ".fv-target"),
+    "base": ("text", "learn the base's parameters too"), "training": ("text", "Gradient clip (0: off)"),
+    "layers": ("css", ".fv-stack-item"), "overview": ("text", "Train on it"),
+    "density": ("text", "show target samples over the densities"), "log_det": ("text", "cumulative Σ_j≤k"),
+    "samples": ("figure", None), "ledger": ("text", "Follow a point: the change-of-variables ledger"),
+}
+FIGURE_VISIBLE = """(id) => { let view = null;
+  const walk = (v) => { if (view) return; if (v.model && v.model.id === id) { view = v; return; }
+    for (const child of (typeof v.children === 'function' ? [...v.children()] : [])) walk(child); };
+  for (const root of Bokeh.index.roots) walk(root);
+  return view !== null && view.el.checkVisibility() }"""
+
+
+def _panel_visible(page, explorer, name) -> bool:
+    kind, what = PANEL_MARKERS[name]
+    if kind == "figure":
+        return page.evaluate(FIGURE_VISIBLE, explorer.strips.samples.figure.id)
+    locator = page.get_by_text(what, exact=True) if kind == "text" else page.locator(what)
+    return locator.first.is_visible()
+
+
+def test_every_panel_hides_from_the_presentation_card(page):
+    from flowviz.ui.layout import PANELS
+
+    explorer = page.open()
+    assert set(PANEL_MARKERS) == {panel.name for panel in PANELS}
+    assert all(_panel_visible(page, explorer, name) for name in PANEL_MARKERS)
+    page.get_by_text("Presentation", exact=True).click()  # the card opens
+    for panel in PANELS:
+        name = panel.name
+        box = page.get_by_label(panel.label, exact=True)
+        box.check()
+        wait_until(lambda name=name: name in explorer.state.spec.presentation.hidden, 10, f"{name} in the spec")
+        wait_until(lambda name=name: not _panel_visible(page, explorer, name), 10, f"{name} to hide")
+        assert all(_panel_visible(page, explorer, other) for other in PANEL_MARKERS if other != name), name
+        box.uncheck()
+        wait_until(lambda name=name: _panel_visible(page, explorer, name), 10, f"{name} to come back")
+    assert page.errors == []

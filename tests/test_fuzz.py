@@ -56,7 +56,7 @@ def trained():
     page = Explorer(ExperimentSpec.from_dict({"layers": [{"type": "affine_coupling"}, {"type": "planar"}],
                                               "view": {"resolution": 24}}))
     for _ in range(5):
-        page._step()
+        page.state.step()
     yield page
     page.close()
 
@@ -67,14 +67,14 @@ def send_file(upload, name: str, data: bytes) -> None:
 
 
 def _state(page):
-    page._say("")
-    return page.spec, {k: v.clone() for k, v in page.live.flow.state_dict().items()}, page.live.step
+    page.state.say("")
+    return page.state.spec, {k: v.clone() for k, v in page.state.live.flow.state_dict().items()}, page.state.live.step
 
 
 def _unchanged(page, before):
     spec, weights, step = before
-    assert page.spec == spec and page.live.step == step
-    for key, value in page.live.flow.state_dict().items():
+    assert page.state.spec == spec and page.state.live.step == step
+    for key, value in page.state.live.flow.state_dict().items():
         assert torch.equal(value, weights[key])
 
 
@@ -85,13 +85,13 @@ FILE_NAMES = st.sampled_from(["p.csv", "p.tsv", "p.txt", "p.npy", "p.json", "p",
 @given(st.binary(max_size=400), FILE_NAMES)
 def test_random_uploads_leave_the_experiment_alone(trained, data, name):
     before = _state(trained)
-    send_file(trained.points_upload, name, data)
-    if trained.spec.target.name == "points":  # the bytes happened to be valid points: undo for the next case
-        trained.load_spec(before[0])
+    send_file(trained.target.upload, name, data)
+    if trained.state.spec.target.name == "points":  # the bytes happened to be valid points: undo for the next case
+        trained.state.load(before[0])
         for _ in range(before[2]):
-            trained._step()
+            trained.state.step()
         return
-    assert trained.message
+    assert trained.state.message
     _unchanged(trained, before)
 
 
@@ -105,8 +105,8 @@ def test_random_preset_files_leave_the_experiment_alone(trained, value):
         return  # a valid experiment would (rightly) load
     except SpecError:
         pass
-    send_file(trained.preset_upload, "p.json", text)
-    assert "not loaded" in trained.message
+    send_file(trained.experiment.preset_upload, "p.json", text)
+    assert "not loaded" in trained.state.message
     _unchanged(trained, before)
 
 
@@ -120,8 +120,8 @@ def test_random_preset_files_leave_the_experiment_alone(trained, value):
 ])
 def test_named_bad_uploads_leave_the_experiment_alone(trained, data):
     before = _state(trained)
-    send_file(trained.points_upload, "bad.npy" if data.startswith(b"\x93") else "bad.csv", data)
-    assert "bad." in trained.message and "unchanged" in trained.message
+    send_file(trained.target.upload, "bad.npy" if data.startswith(b"\x93") else "bad.csv", data)
+    assert "bad." in trained.state.message and "unchanged" in trained.state.message
     _unchanged(trained, before)
 
 
@@ -129,9 +129,9 @@ def test_named_bad_uploads_leave_the_experiment_alone(trained, data):
 def _play_until_error(page, timeout=20.0):
     import time
 
-    page.play_button.value = True
+    page.toolbar.play.value = True
     deadline = time.time() + timeout
-    while time.time() < deadline and page.live.error is None:
+    while time.time() < deadline and page.state.live.error is None:
         time.sleep(0.02)
     time.sleep(0.1)
     page.tick()  # what the periodic callback does on the server
@@ -142,8 +142,8 @@ def test_a_layer_driven_to_nan_pauses_restores_and_names_it():
         "target": {"name": "moons"}, "view": {"resolution": 16},
         "layers": [{"type": "affine_coupling"}, {"type": "planar"}, {"type": "affine_coupling"}]}))
     for _ in range(3):
-        page._step()
-    planar = page.live.flow.layers[1]
+        page.state.step()
+    planar = page.state.live.flow.layers[1]
     calls = {"n": 0}
     original = planar.inverse
 
@@ -155,13 +155,13 @@ def test_a_layer_driven_to_nan_pauses_restores_and_names_it():
     planar.inverse = poisoned
     finite_weights = None
     _play_until_error(page)
-    assert not page.live.playing and not page.play_button.value
-    assert "layer 2 (Planar flow)" in page.message and "learning rate" in page.message
-    finite_weights = {k: v for k, v in page.live.flow.state_dict().items()}
+    assert not page.state.live.playing and not page.toolbar.play.value
+    assert "layer 2 (Planar flow)" in page.state.message and "learning rate" in page.state.message
+    finite_weights = {k: v for k, v in page.state.live.flow.state_dict().items()}
     assert all(torch.isfinite(v).all() for v in finite_weights.values() if v.is_floating_point())
     planar.inverse = original
-    page._step()  # it trains on from the restored model
-    assert page.live.error is None and np.isfinite(page.live.history_loss[-1])
+    page.state.step()  # it trains on from the restored model
+    assert page.state.live.error is None and np.isfinite(page.state.live.losses[-1])
     page.close()
 
 
@@ -169,9 +169,9 @@ def test_a_degenerate_base_pauses_and_names_the_base():
     # A uniform base on [-1, 1]² cannot explain points outside it: ln q = -inf at once.
     page = Explorer(ExperimentSpec.from_dict({"base": {"name": "uniform"}, "target": {"name": "moons"},
                                               "view": {"resolution": 16}}))
-    page._step()
-    assert "the base distribution" in page.message and "restored" in page.message
-    assert page.live.step == 0
+    page.state.step()
+    assert "the base distribution" in page.state.message and "restored" in page.state.message
+    assert page.state.live.step == 0
     page.close()
 
 
@@ -180,11 +180,11 @@ def test_a_learning_rate_of_ten_never_leaves_a_non_finite_model():
         "target": {"name": "checkerboard"}, "view": {"resolution": 16}, "training": {"learning_rate": 10.0},
         "layers": [{"type": "affine_coupling", "settings": {"transformed": t, "hidden": 16}} for t in ("z2", "z1") * 2]}))
     for _ in range(150):
-        page._step()
-        if page.live.error:
-            assert "Try a smaller learning rate (now 10)" in page.message
+        page.state.step()
+        if page.state.live.error:
+            assert "Try a smaller learning rate (now 10)" in page.state.message
             break
-    for value in page.live.flow.state_dict().values():
+    for value in page.state.live.flow.state_dict().values():
         if value.is_floating_point():
             assert torch.isfinite(value).all()
     page.close()
@@ -192,7 +192,7 @@ def test_a_learning_rate_of_ten_never_leaves_a_non_finite_model():
 
 # -- limits that protect a shared server -------------------------------------------------------------
 def test_a_full_server_serves_a_notice_and_no_model(monkeypatch):
-    import flowviz.app as app
+    from flowviz import app
 
     monkeypatch.setattr(app, "open_sessions", lambda: app.LIMITS.max_sessions + 1)
     page = app.create_app()
@@ -202,12 +202,12 @@ def test_a_full_server_serves_a_notice_and_no_model(monkeypatch):
 
 def test_settings_past_the_limits_are_refused_in_the_page(trained):
     before = _state(trained)
-    trained.stack.act({"action": "select", "index": 0})
-    hidden = next(w for w in trained.layer_form_holder.objects[1].objects if w.label == "hidden")
+    trained.layer_editor.stack.act({"action": "select", "index": 0})
+    hidden = trained.layer_editor.form.widgets["hidden"]
     hidden.value = 100_000
-    assert "hidden" in trained.message and "256" in trained.message
+    assert "hidden" in trained.state.message and "256" in trained.state.message
     _unchanged(trained, before)
     for _ in range(40):
-        trained.stack.act({"action": "add", "type": "swap"})
-    assert len(trained.spec.layers) == 32 and "at most 32" in trained.message
-    trained.load_spec(before[0])
+        trained.layer_editor.stack.act({"action": "add", "type": "swap"})
+    assert len(trained.state.spec.layers) == 32 and "at most 32" in trained.state.message
+    trained.state.load(before[0])

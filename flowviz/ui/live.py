@@ -10,8 +10,8 @@ torch releases the GIL inside its kernels, so the two threads overlap on two cor
 
 Example:
     >>> live = LiveSession(ExperimentSpec.from_dict({"layers": [{"type": "affine_coupling"}]}))
-    >>> live.step_once(); live.step
-    1
+    >>> live.step_once(), live.step
+    (True, 1)
     >>> live.render().views.log_q.shape[0]   # depths 0..K
     2
     >>> live.close()
@@ -136,9 +136,6 @@ class LiveSession:
             self.spec, self.device, self.trainer = spec, device, trainer
             self.layer_ids = list(layer_ids) if layer_ids is not None else list(range(len(spec.layers)))
             self._modules = {i: (layer, module) for i, layer, module in zip(self.layer_ids, spec.layers, flow.layers)}
-            self.history_steps: list[int] = []
-            self.history_loss: list[float] = []
-            self.evaluations: list[Evaluation] = []
             self._prepare_views()
 
     def _prepare_views(self) -> None:
@@ -155,6 +152,15 @@ class LiveSession:
     @property
     def step(self) -> int:
         return self.trainer.step_count
+
+    @property
+    def losses(self) -> list[float]:
+        """The loss of every step of this curve (the trainer's own list: step i + 1 is `losses[i]`)."""
+        return self.trainer.losses
+
+    @property
+    def evaluations(self) -> list[Evaluation]:
+        return self.trainer.evaluations
 
     def load(self, spec: ExperimentSpec, layer_ids: list[int] | None = None) -> None:
         """A different experiment altogether, untrained (a preset, a file, a link)."""
@@ -192,7 +198,7 @@ class LiveSession:
                 module = kept[1] if same else build_layer(layer, spec.seed * 1009 + layer_id)
                 modules[layer_id] = (layer, module)
             flow = Flow(base, [modules[i][1] for i in layer_ids], [layer.enabled for layer in spec.layers])
-            same_problem = spec.target == old.target and spec.training["objective"] == old.training["objective"]
+            same_problem = spec.target == old.target and spec.training.objective == old.training.objective
             structure_same = (device == self.device and base is self.flow.base
                               and [m for _, m in modules.values()] == list(self.flow.layers))
             if same_problem and structure_same:
@@ -202,11 +208,7 @@ class LiveSession:
                 previous = self.trainer
                 self.trainer = Trainer(spec, device, flow)
                 if same_problem:  # the same curve goes on: keep the step count (and the annealing)
-                    self.trainer.step_count = previous.step_count
-                    self.trainer.losses = previous.losses
-                else:
-                    self.history_steps, self.history_loss, self.evaluations = [], [], []
-                    self.trainer.step_count = 0
+                    self.trainer.adopt_history(previous)
             target_changed = spec.target != old.target or spec.view != old.view or spec.seed != old.seed
             self.spec, self.device, self.layer_ids, self._modules = spec, device, list(layer_ids), modules
             if target_changed:
@@ -218,15 +220,13 @@ class LiveSession:
         """One step under the lock; False (and paused, with `error` set) if it diverged."""
         with self._lock:
             try:
-                loss = self.trainer.step()
+                self.trainer.step()
             except TrainingDiverged as diverged:
                 self.error = str(diverged)
                 self._playing.clear()
                 return False
-            self.history_steps.append(self.trainer.step_count)
-            self.history_loss.append(loss)
-            if self.trainer.step_count % self.trainer.settings["eval_every"] == 0:
-                self.evaluations.append(self.trainer.evaluate())
+            if self.trainer.step_count % self.trainer.settings.eval_every == 0:
+                self.trainer.evaluate()
             self._step_times.append(time.perf_counter())
             return True
 
@@ -237,6 +237,11 @@ class LiveSession:
     @property
     def playing(self) -> bool:
         return self._playing.is_set()
+
+    @property
+    def running(self) -> bool:
+        """Whether this session's training and rendering threads exist (until `close`)."""
+        return bool(self._threads)
 
     def play(self) -> None:
         self.error = None
@@ -295,12 +300,12 @@ class LiveSession:
                 continue
             flow, step = self._snapshot
             with self._gate:
-                frame = self._render(flow, step, min(LIVE_RESOLUTION, self.spec.view["resolution"]))
+                frame = self._render(flow, step, min(LIVE_RESOLUTION, self.spec.view.resolution))
             self._publish(frame)
 
     # -- frames -------------------------------------------------------------------------------------
     def _render(self, flow: Flow, step: int, resolution: int) -> Frame:
-        request = replace(GridRequest.from_view({**self.spec.view, "resolution": resolution}), grid_lines=13, line_points=33)
+        request = replace(GridRequest.from_view(replace(self.spec.view, resolution=resolution)), grid_lines=13, line_points=33)
         noise = flow.base.sample(SAMPLES_SHOWN, torch.Generator().manual_seed(self._noise_seed)).detach()
         views = evaluate_grid(flow, request, noise)
         titles = [flow.layers[i].info.title for i in views.layers]
@@ -315,7 +320,7 @@ class LiveSession:
     def render(self, resolution: int | None = None) -> Frame:
         """Render now, in the caller's thread (used while paused and after edits); also published."""
         with self._lock:
-            frame = self._render(self.flow, self.step, resolution or self.spec.view["resolution"])
+            frame = self._render(self.flow, self.step, resolution or self.spec.view.resolution)
         self._publish(frame)
         return frame
 
@@ -345,9 +350,4 @@ class LiveSession:
     def latest_evaluation(self) -> Evaluation | None:
         return self.evaluations[-1] if self.evaluations else None
 
-    def evaluate_now(self) -> Evaluation:
-        with self._lock:
-            evaluation = self.trainer.evaluate()
-            self.evaluations.append(evaluation)
-            return evaluation
 

@@ -1,21 +1,20 @@
-"""Small widgets the explorer needs that Panel lacks: target thumbnails and forms built from settings."""
+"""Small widgets the explorer needs that Panel lacks: target thumbnails, and a file button that checks
+the size in the browser."""
 
 from __future__ import annotations
 
 import base64
 import functools
 import io
-from typing import Any
+from typing import ClassVar
 
 import numpy as np
-import panel as pn
 import param
 from matplotlib import colormaps
 from panel.custom import JSComponent
 from PIL import Image
 
 from flowviz.core.grid import GridRequest, target_image
-from flowviz.core.settings import Setting
 from flowviz.core.targets import TARGETS
 
 
@@ -66,7 +65,7 @@ export function render({ model }) {
   draw(); model.on('value', draw); model.on('options', draw);
   return grid;
 }"""
-    _stylesheets = ["""
+    _stylesheets: ClassVar[list[str]] = ["""
 .fv-targets { display: grid; grid-template-columns: repeat(4, 1fr); gap: 5px; }
 .fv-target { display: flex; flex-direction: column; align-items: center; gap: 2px; padding: 3px; cursor: pointer;
   border: 2px solid transparent; border-radius: 6px; background: #f7f8fa; font-size: 11px; color: #334; }
@@ -76,33 +75,6 @@ export function render({ model }) {
 .fv-target.fv-chosen { border-color: #2a6fdb; background: #eaf1ff; font-weight: 600; }
 .fv-target:focus-visible { outline: 3px solid #2a6fdb; }
 """]
-
-
-def setting_widget(setting: Setting, value: Any) -> pn.widgets.Widget:
-    """A widget for one typed setting, labelled with its name and bounds, its doc as the tooltip."""
-    label = setting.name.replace("_", " ")
-    common = {"label": label, "description": setting.doc or None}
-    if setting.kind == "bool":
-        return pn.widgets.Checkbox(value=value, label=label)  # a checkbox has no tooltip slot
-    if setting.kind == "choice":
-        return pn.widgets.Select(options=list(setting.choices), value=value, **common)
-    if setting.kind == "int":
-        return pn.widgets.IntInput(value=value, start=int(setting.low), end=int(setting.high), **common)
-    return pn.widgets.FloatInput(value=value, start=setting.low, end=setting.high, format="0.[00000]", **common)
-
-
-class SettingsForm:
-    """Widgets for a tuple of settings; `values()` reads them back as a dict for the spec validator."""
-
-    def __init__(self, settings: tuple[Setting, ...], values: dict[str, Any], on_change):
-        self.settings = settings
-        self.widgets = {s.name: setting_widget(s, values.get(s.name, s.default)) for s in settings}
-        for widget in self.widgets.values():
-            widget.param.watch(lambda _event: on_change(), "value")
-        self.panel = pn.Column(*self.widgets.values(), margin=0) if settings else pn.Column(margin=0)
-
-    def values(self) -> dict[str, Any]:
-        return {name: widget.value for name, widget in self.widgets.items()}
 
 
 class FileUpload(JSComponent):
@@ -140,7 +112,7 @@ export function render({ model }) {
   model.on('accept', () => { input.accept = model.accept; });
   return input;
 }"""
-    _stylesheets = [".fv-file { width: 100%; font-size: 14px; padding: 6px; border: 1px dashed #c5cbd6; border-radius: 6px; }"]
+    _stylesheets: ClassVar[list[str]] = [".fv-file { width: 100%; font-size: 14px; padding: 6px; border: 1px dashed #c5cbd6; border-radius: 6px; }"]
 
     def _handle_msg(self, data) -> None:
         if not isinstance(data, dict):

@@ -1,5 +1,5 @@
-// The layer stack editor: a palette of layer types and the stack, with drag and drop, buttons and
-// keys. The browser never edits the stack itself: it sends an action ("add", "move", "remove",
+// The layer stack editor: a palette of layer types and the stack, with drag and drop (pointer
+// events: mouse, pen and touch), buttons and keys. The browser never edits the stack itself: it sends an action ("add", "move", "remove",
 // "toggle", "select") to Python, which validates it and sends back the new `items`.
 
 function el(tag, cls, text) {
@@ -21,29 +21,74 @@ export function render({ model }) {
     stack,
   );
 
-  let dragged = null; // {from: "palette", type} or {from: "stack", index}
   const send = (msg) => model.send_msg(msg);
 
-  function dropIndex(event, index) {
-    const box = event.currentTarget.getBoundingClientRect();
-    return event.clientY > box.top + box.height / 2 ? index + 1 : index;
+  // Dragging runs on pointer events, so a mouse, a pen and a finger all work: a card follows the
+  // pointer and the stack shows where it will land. A press that does not move is a click.
+  let drag = null; // {from: "palette", type} or {from: "stack", index}, plus the ghost and `to`, the drop index
+  let justDragged = false;
+
+  function dropIndex(x, y) {
+    const box = stack.getBoundingClientRect();
+    if (x < box.left || x > box.right || y < box.top || y > box.bottom) return null;
+    const rows = [...stack.querySelectorAll(".fv-stack-item")];
+    const at = rows.findIndex((row) => { const r = row.getBoundingClientRect(); return y <= r.top + r.height / 2; });
+    return at === -1 ? rows.length : at;
   }
 
-  function drop(event, index) {
+  function showDrop(index) {
+    stack.classList.toggle("fv-drop-target", index !== null);
+    [...stack.children].forEach((child, i) => child.classList.toggle("fv-drop-before", i === index));
+  }
+
+  function startDrag(event, info, card) {
+    if (event.button !== 0 || event.target.closest("button, input")) return;
+    drag = { ...info, card, x0: event.clientX, y0: event.clientY, ghost: null, to: null };
+    card.setPointerCapture(event.pointerId);
+  }
+
+  function moveDrag(event) {
+    if (!drag) return;
+    if (!drag.ghost) {
+      if (Math.hypot(event.clientX - drag.x0, event.clientY - drag.y0) < 6) return;
+      drag.ghost = drag.card.cloneNode(true);
+      drag.ghost.classList.add("fv-ghost");
+      drag.ghost.style.width = `${drag.card.getBoundingClientRect().width}px`;
+      root.append(drag.ghost);
+    }
+    drag.ghost.style.left = `${event.clientX + 8}px`;
+    drag.ghost.style.top = `${event.clientY - 14}px`;
+    drag.to = dropIndex(event.clientX, event.clientY);
+    showDrop(drag.to);
     event.preventDefault();
-    stack.classList.remove("fv-drop-target");
-    const info = dragged ?? JSON.parse(event.dataTransfer.getData("text/plain") || "null");
-    dragged = null;
-    if (!info) return;
-    if (info.from === "palette") send({ action: "add", type: info.type, index });
-    else if (info.from === "stack") send({ action: "move", from: info.index, to: index });
+  }
+
+  function endDrag(event) {
+    if (!drag) return;
+    const { ghost, to } = drag;
+    const info = drag;
+    drag = null;
+    if (!ghost) return; // a click
+    ghost.remove();
+    showDrop(null);
+    justDragged = true;
+    setTimeout(() => { justDragged = false; }, 0);
+    if (event.type !== "pointerup" || to === null) return;
+    if (info.from === "palette") send({ action: "add", type: info.type, index: to });
+    else if (to !== info.index && to !== info.index + 1) send({ action: "move", from: info.index, to });
+  }
+
+  function draggable(card, info) {
+    card.addEventListener("pointerdown", (e) => startDrag(e, info(), card));
+    card.addEventListener("pointermove", moveDrag);
+    card.addEventListener("pointerup", endDrag);
+    card.addEventListener("pointercancel", endDrag);
   }
 
   function drawPalette() {
     palette.replaceChildren(
       ...model.palette.map((entry) => {
         const card = el("div", "fv-card fv-palette-item");
-        card.draggable = true;
         card.tabIndex = 0;
         card.dataset.type = entry.name;
         card.title = `${entry.description}\n\n${entry.reference}`;
@@ -55,11 +100,7 @@ export function render({ model }) {
         add.title = `Add ${entry.title} at the output end`;
         add.addEventListener("click", (e) => { e.stopPropagation(); send({ action: "add", type: entry.name }); });
         card.append(text, add);
-        card.addEventListener("dragstart", (e) => {
-          dragged = { from: "palette", type: entry.name };
-          e.dataTransfer.effectAllowed = "copy";
-          e.dataTransfer.setData("text/plain", JSON.stringify(dragged));
-        });
+        draggable(card, () => ({ from: "palette", type: entry.name }));
         card.addEventListener("keydown", (e) => {
           if (e.key === "Enter" || e.key === " ") { e.preventDefault(); send({ action: "add", type: entry.name }); }
         });
@@ -74,7 +115,6 @@ export function render({ model }) {
       const row = el("li", "fv-card fv-stack-item");
       if (!item.enabled) row.classList.add("fv-off");
       if (item.id === model.selected) row.classList.add("fv-selected");
-      row.draggable = true;
       row.tabIndex = 0;
       row.dataset.index = index;
       row.title = "Click to edit. Drag to reorder. Keys: Enter edit, Alt+↑/↓ move, Delete remove, Space on/off";
@@ -99,14 +139,8 @@ export function render({ model }) {
       remove.setAttribute("aria-label", `Remove layer ${index + 1}`);
       remove.addEventListener("click", (e) => { e.stopPropagation(); send({ action: "remove", index }); });
       row.append(toggle, text, up, down, remove);
-      row.addEventListener("click", () => send({ action: "select", index }));
-      row.addEventListener("dragstart", (e) => {
-        dragged = { from: "stack", index };
-        e.dataTransfer.effectAllowed = "move";
-        e.dataTransfer.setData("text/plain", JSON.stringify(dragged));
-      });
-      row.addEventListener("dragover", (e) => { e.preventDefault(); e.stopPropagation(); });
-      row.addEventListener("drop", (e) => { e.stopPropagation(); drop(e, dropIndex(e, index)); });
+      row.addEventListener("click", () => { if (!justDragged) send({ action: "select", index }); });
+      draggable(row, () => ({ from: "stack", index }));
       row.addEventListener("keydown", (e) => {
         if (e.altKey && e.key === "ArrowUp") send({ action: "move", from: index, to: index - 1 });
         else if (e.altKey && e.key === "ArrowDown") send({ action: "move", from: index, to: index + 2 });
@@ -121,17 +155,11 @@ export function render({ model }) {
       return row;
     });
     const tail = el("li", "fv-drop-zone", items.length ? "drop here to add at the output end" : "Drag a layer here. With no layers, the flow is its base.");
-    tail.addEventListener("dragover", (e) => { e.preventDefault(); e.stopPropagation(); });
-    tail.addEventListener("drop", (e) => { e.stopPropagation(); drop(e, items.length); });
     const focused = root.getRootNode().activeElement;
     const focusIndex = focused && focused.dataset ? focused.dataset.index : undefined;
     stack.replaceChildren(...rows, tail);
     if (focusIndex !== undefined && model.focus !== null) stack.children[Math.min(model.focus, items.length - 1)]?.focus();
   }
-
-  stack.addEventListener("dragover", (e) => { e.preventDefault(); stack.classList.add("fv-drop-target"); });
-  stack.addEventListener("dragleave", () => stack.classList.remove("fv-drop-target"));
-  stack.addEventListener("drop", (e) => drop(e, model.items.length));
 
   drawPalette();
   drawStack();

@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import param
 from panel.custom import JSComponent
@@ -26,15 +26,22 @@ from flowviz.core.spec import LayerSpec
 
 _STYLE = """
 :host { display: block; }
-.fv-stack-editor { display: grid; grid-template-columns: minmax(220px, 1fr) minmax(260px, 1.2fr); gap: 4px 14px;
+.fv-stack-editor { display: grid; grid-template-columns: minmax(200px, 1fr) minmax(220px, 1.2fr); gap: 4px 14px;
   font-size: 14px; }
 .fv-head { font-weight: 600; color: #334; padding: 2px 2px 4px; }
-.fv-palette { display: flex; flex-direction: column; gap: 4px; max-height: 430px; overflow-y: auto; padding-right: 4px; }
-.fv-stack { list-style: none; margin: 0; padding: 6px; min-height: 120px; max-height: 430px; overflow-y: auto;
+.fv-palette { display: flex; flex-direction: column; gap: 4px; max-height: 300px; overflow-y: auto; padding-right: 4px; }
+.fv-stack { list-style: none; margin: 0; padding: 6px; min-height: 120px; max-height: 300px; overflow-y: auto;
   border: 2px dashed #c5cbd6; border-radius: 8px; display: flex; flex-direction: column; gap: 4px; }
 .fv-stack.fv-drop-target { border-color: #2a6fdb; background: #f1f6ff; }
 .fv-card { display: flex; align-items: center; gap: 6px; border: 1px solid #d4d9e2; border-radius: 6px;
-  background: #fff; padding: 4px 6px; cursor: grab; }
+  background: #fff; padding: 4px 6px; cursor: grab; user-select: none; -webkit-user-select: none; }
+/* A finger drags a stack row up and down, and a palette card sideways into the stack (vertical
+   swipes still scroll the palette). */
+.fv-stack-item { touch-action: none; }
+.fv-palette-item { touch-action: pan-y; }
+.fv-ghost { position: fixed; z-index: 1000; pointer-events: none; opacity: 0.85; box-shadow: 0 4px 14px #0003;
+  margin: 0; }
+.fv-drop-before { box-shadow: 0 -3px 0 #2a6fdb; }
 .fv-card:focus { outline: 3px solid #2a6fdb; outline-offset: 1px; }
 .fv-palette-item:hover { background: #f5f8fd; }
 .fv-text { flex: 1; min-width: 0; }
@@ -71,7 +78,7 @@ class LayerStack(JSComponent):
     message = param.String(default="", doc="why the last action was refused, if it was")
 
     _esm = Path(__file__).parent / "stack.js"
-    _stylesheets = [_STYLE]
+    _stylesheets: ClassVar[list[str]] = [_STYLE]
 
     def __init__(self, **params):
         params.setdefault("palette", [
@@ -164,7 +171,7 @@ class LayerStack(JSComponent):
     @staticmethod
     def _index(value: Any, size: int, clamp: bool = False) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"expected a position, got {value!r}")
+            raise ValueError(f"expected a position, got {value!r}")  # noqa: TRY004 (act() reports ValueErrors)
         if clamp:
             return min(max(value, 0), size - 1)
         if not 0 <= value < size:

@@ -1,13 +1,13 @@
-"""Words and formulas for the classroom: the change-of-variables formula of the current stack, the
+r"""Words and formulas for the classroom: the change-of-variables formula of the current stack, the
 ledger of one followed point, and what one training step does.
 
 Everything here is text built from the spec and the core's numbers (no Panel, no Bokeh), so it can be
 tested as plain strings.
 
 Example:
-    >>> tex = formula_tex(["affine_coupling", "swap"], {"affine_coupling": "Affine coupling", "swap": "Swap"})
-    >>> tex.startswith(r"\begin{array}{l}")
-    True
+    >>> tex = formula_tex(["affine_coupling", "swap"])
+    >>> tex.startswith(r"\begin{array}{l}"), r"x_b = z_b\, e^{s(z_a)} + t(z_a)" in tex
+    (True, True)
 """
 
 from __future__ import annotations
@@ -15,47 +15,28 @@ from __future__ import annotations
 import html
 import math
 
+from flowviz.core.layers import LAYERS
 from flowviz.core.ledger import Ledger
 from flowviz.core.spec import ExperimentSpec
 
 # For each layer type: the map x = f(z) and its ln|det J|, in the notation of the layer's paper.
-LAYER_TEX: dict[str, tuple[str, str]] = {
-    "planar": (r"x = z + u\,\tanh(w^\top z + b)", r"\ln\left|1 + (1 - \tanh^2(w^\top z + b))\, w^\top u\right|"),
-    "radial": (r"x = z + \beta h(r)\,(z - z_0),\; h = \tfrac{1}{\alpha + r}",
-               r"\ln(1 + \beta h) + \ln(1 + \beta h + \beta h'(r)\, r)"),
-    "sylvester": (r"x = z + Q R \tanh(\tilde R Q^\top z + b)",
-                  r"\ln\left|\det\!\left(I + \operatorname{diag}(\tanh'(\cdot))\, \tilde R R\right)\right|"),
-    "iresnet": (r"x = z + g(z),\; \operatorname{Lip}(g) < 1", r"\ln\det\!\left(I + \partial g / \partial z\right)"),
-    "additive_coupling": (r"x_b = z_b + t(z_a)", r"0"),
-    "affine_coupling": (r"x_b = z_b\, e^{s(z_a)} + t(z_a)", r"s(z_a)"),
-    "spline_coupling": (r"x_b = \mathrm{RQS}_{\theta(z_a)}(z_b)", r"\ln \mathrm{RQS}'_{\theta(z_a)}(z_b)"),
-    "maf": (r"x_i = z_i\, e^{s_i(x_{<i})} + t_i(x_{<i})", r"\textstyle\sum_i s_i(x_{<i})"),
-    "iaf": (r"x_i = z_i\, e^{s_i(z_{<i})} + t_i(z_{<i})", r"\textstyle\sum_i s_i(z_{<i})"),
-    "actnorm": (r"x = e^{s} \odot z + b", r"\textstyle\sum_i s_i"),
-    "batchnorm": (r"x = \mu + \sqrt{\sigma^2 + \epsilon}\; e^{-\gamma} \odot (z - \beta)",
-                  r"\textstyle\sum_i \left(\tfrac12 \ln(\sigma_i^2 + \epsilon) - \gamma_i\right)"),
-    "lu_linear": (r"x = P L (U + \operatorname{diag} s)\, z + b", r"\textstyle\sum_i \ln|s_i|"),
-    "swap": (r"(x_1, x_2) = (z_2, z_1)", r"0"),
-    "rotation": (r"x = R_\phi\, z", r"0"),
-    "leaky_relu": (r"x_i = z_i \text{ if } z_i \ge 0 \text{ else } a\, z_i",
-                   r"\textstyle\sum_i [z_i < 0] \ln a"),
-}
 
 
-def formula_tex(layer_types: list[str], titles: dict[str, str], ledger: Ledger | None = None) -> str:
+def formula_tex(layer_types: list[str], ledger: Ledger | None = None) -> str:
     """The change-of-variables formula for a stack of active layers (base side first), each layer
-    type's ln|det J| once, and, for a followed point, the same sum with its numbers."""
+    type's map and ln|det J| once (from its registry entry), and, for a followed point, the same sum
+    with its numbers."""
     depth = len(layer_types)
-    lines = [r"\displaystyle \ln q_K(z_K) = \ln q_0(z_0) - \sum_{k=1}^{K} \ln\left|\det \frac{\partial f_k}{\partial z_{k-1}}\right|"
-             rf"\qquad (K = {depth})"]
+    lines = [(r"\displaystyle \ln q_K(z_K) = \ln q_0(z_0) - \sum_{k=1}^{K} \ln\left|\det \frac{\partial f_k}{\partial z_{k-1}}\right|"
+             rf"\qquad (K = {depth})")]
     seen: dict[str, list[int]] = {}
     for k, kind in enumerate(layer_types, start=1):
         seen.setdefault(kind, []).append(k)
     for kind, depths in seen.items():
-        mapping, log_det = LAYER_TEX[kind]
+        info = LAYERS[kind].info
         where = ", ".join(str(k) for k in depths[:6]) + (r", \dots" if len(depths) > 6 else "")
-        lines.append(rf"\textbf{{{_tex_text(titles.get(kind, kind))}}}\;(k = {where}):\quad {mapping},\quad"
-                     rf" \ln|\det J| = {log_det}")
+        lines.append(rf"\textbf{{{_tex_text(info.title)}}}\;(k = {where}):\quad {info.tex_map},\quad"
+                     rf" \ln|\det J| = {info.tex_log_det}")
     if ledger is not None:
         terms = " ".join(f"{'-' if row.log_det >= 0 else '+'} {abs(row.log_det):.4f}" for row in ledger.rows[1:])
         if depth > 8:
@@ -121,14 +102,14 @@ def step_explanation(spec: ExperimentSpec, step: int, loss: float | None, grad_n
                      beta: float, active_layers: int) -> str:
     """What the last training step did, in order, with its numbers (HTML)."""
     training = spec.training
-    n = training["batch_size"]
+    n = training.batch_size
     K = active_layers
     loss_text = "–" if loss is None else f"{loss:.4f} nats"
-    if training["objective"] == "forward_kl":
+    if training.objective == "forward_kl":
         steps = [
             f"Draw a batch of {n:,} points x from the target p.",
-            f"Run each x backwards through the {K} layers, f<sub>K</sub><sup>−1</sup> … f<sub>1</sub><sup>−1</sup>,"
-            " to its base point z<sub>0</sub>, adding up every layer's ln|det J<sub>k</sub>| on the way.",
+            (f"Run each x backwards through the {K} layers, f<sub>K</sub><sup>−1</sup> … f<sub>1</sub><sup>−1</sup>,"
+            " to its base point z<sub>0</sub>, adding up every layer's ln|det J<sub>k</sub>| on the way."),
             "Score each point: ln q(x) = ln q<sub>0</sub>(z<sub>0</sub>) − Σ<sub>k</sub> ln|det J<sub>k</sub>|.",
             f"Loss = −mean ln q(x) (forward KL up to the target's constant entropy) = <b>{loss_text}</b>.",
         ]
@@ -136,18 +117,18 @@ def step_explanation(spec: ExperimentSpec, step: int, loss: float | None, grad_n
         anneal = f" (annealed: β = {beta:.2f})" if beta < 1 else ""
         steps = [
             f"Draw {n:,} base points z<sub>0</sub> from q<sub>0</sub>.",
-            f"Push each forwards through the {K} layers to x = z<sub>K</sub>, adding up every layer's"
-            " ln|det J<sub>k</sub>|.",
-            "ln q(x) = ln q<sub>0</sub>(z<sub>0</sub>) − Σ<sub>k</sub> ln|det J<sub>k</sub>|; the target gives its"
-            " energy U(x).",
+            (f"Push each forwards through the {K} layers to x = z<sub>K</sub>, adding up every layer's"
+            " ln|det J<sub>k</sub>|."),
+            ("ln q(x) = ln q<sub>0</sub>(z<sub>0</sub>) − Σ<sub>k</sub> ln|det J<sub>k</sub>|; the target gives its"
+            " energy U(x)."),
             f"Loss = mean(ln q(x) + β U(x)){anneal} = KL(q‖p) − ln Z = <b>{loss_text}</b>.",
         ]
-    clip = training["grad_clip"]
+    clip = training.grad_clip
     norm = "" if grad_norm is None else f" Gradient norm {grad_norm:.3g}"
     if grad_norm is not None and clip > 0:
         norm += f", clipped to {clip:g}" if grad_norm > clip else f" (under the clip of {clip:g})"
     steps.append(f"Backpropagate through all of it to every weight.{norm + '.' if norm else ''}")
-    steps.append(f"Adam moves every weight a little (learning rate {training['learning_rate']:g}). "
+    steps.append(f"Adam moves every weight a little (learning rate {training.learning_rate:g}). "
                  "The views redraw from the new weights.")
     items = "".join(f"<li>{text}</li>" for text in steps)
     return f"<b>Step {step:,}: what it did</b><ol style='margin: 4px 0 0 0; padding-left: 22px'>{items}</ol>"

@@ -1,472 +1,380 @@
-"""The explorer's plots, in Bokeh: per-depth strips, target against model, the depth animation, the loss.
+"""The main area's views, one job each; every one takes the session's `ExperimentState` and reacts to it.
 
-Each strip is one figure that tiles the K+1 depths (wrapping after `MAX_COLUMNS`), so a frame is one
-column update per strip instead of dozens of figures. Colour scales are fixed mappers whose `high`
-moves only when the data outgrow it by a clear margin, so colours do not flicker between frames.
-Every update is plain numpy float32, sent as binary buffers.
+- `Toolbar`: Play/Pause, Step, Reset, speed, the status line, the step explanation and the message.
+- `LayerEditor`: the drag-in layer stack and the selected layer's settings.
+- `Overview`: the target (and drawing on it), the model, the flow through depth, the loss.
+- `StripsView`: the density, ln|det J| and sample strips.
+- `LedgerView`: the change-of-variables formula and the followed point's ledger.
+
+A view writes only to the state (`state.step()`, `state.follow(...)`, `state.playing = True`) and
+redraws from it (`param.depends(..., watch=True)`); no view calls another.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-from bokeh.models import (ColorBar, ColumnDataSource, HoverTool, LinearColorMapper, Range1d)
-from bokeh.plotting import figure
-from matplotlib import colormaps
-from matplotlib.colors import to_hex
+import panel as pn
+import param
+from bokeh.events import Pan, PanStart, Tap
+from bokeh.models import ColumnDataSource
 
-from flowviz.core.grid import GridViews
-from flowviz.figures import start_colors
+from flowviz.core.layers import LAYERS
+from flowviz.core.settings import SpecError
+from flowviz.ui.forms import SettingsForm
+from flowviz.ui.layout import Sizes
+from flowviz.ui.plots import DepthAnimation, LossChart, TargetAndModel
+from flowviz.ui.stack import LayerStack
+from flowviz.ui.state import ANIMATION_EVERY, ExperimentState
+from flowviz.ui.strips import ImageStrip, SampleStrip, image_source, send_images
+from flowviz.ui.teaching import LEDGER_CSS, formula_tex, ledger_html, step_explanation
 
-MAX_COLUMNS = 9
-STRIP_PX = 1180  # a strip's width: fits beside the sidebar on a 1600-pixel screen
-MAX_CELL_PX = 240
-GAP = 0.08  # gap between panels, as a fraction of the view width
-LABEL = 0.3  # room above each panel for its two-line label, as a fraction of the view height
-
-DENSITY_PALETTE = [to_hex(c) for c in colormaps["viridis"](np.linspace(0, 1, 256))]
-LOG_DET_PALETTE = [to_hex(c) for c in colormaps["RdBu_r"](np.linspace(0, 1, 256))]
-FONT = "13px"
-PROJECTOR_FONT = "20px"
-PROJECTOR_STRIP_PX = 1560  # a strip's width with the sidebar hidden, on a 1920-pixel projector
-PROJECTOR_SQUARE_PX = 360
-
-
-def _nice_ceiling(value: float) -> float:
-    """1, 2 or 5 times a power of ten, at or above `value` (colour bar limits that read well)."""
-    if not math.isfinite(value) or value <= 0:
-        return 1.0
-    power = 10 ** math.floor(math.log10(value))
-    return next(m * power for m in (1, 2, 5, 10) if m * power >= value)
+ANIMATION_STEPS = 24  # animation ticks per layer
+SPEEDS = {"as fast as it goes": 0, "1 step per frame": 1, "2 steps per frame": 2, "5 steps per frame": 5,
+          "20 steps per frame": 20, "100 steps per frame": 100}
+LEDGER_HINT = ("<p><b>Follow a point.</b> Click any panel of the density, ln|det J| or sample strips, or the "
+               "target or model, and that point is followed through every layer: where it starts in the base, "
+               "every layer's ln|det J<sub>k</sub>|, and ln q<sub>K</sub> summed up beside its direct value.</p>")
+NO_LAYER_SELECTED = "**Layer settings.** Click a layer in your flow to see what it does and change its settings."
 
 
-def _steady_high(current: float, wanted: float) -> float:
-    """Keep a colour scale's top unless the data need more, or have shrunk to under a third of it."""
-    wanted = _nice_ceiling(wanted)
-    return wanted if wanted > current or wanted < current / 3 else current
+class StateView(pn.viewable.Viewer):
+    """A view of one session's state: it writes to `state` and redraws from it."""
+
+    state = param.ClassSelector(class_=ExperimentState)
+
+    def __init__(self, state: ExperimentState, **params):
+        super().__init__(state=state, **params)
 
 
-def _style(fig) -> None:
-    fig.toolbar_location = None
-    fig.axis.visible = False
-    fig.grid.visible = False
-    fig.outline_line_color = None
-    fig.min_border = 4
-    fig.title.text_font_size = "15px"
+class Toolbar(StateView):
+    """Play/Pause, Step, Reset and speed; the status line; what the last step did; what went wrong."""
 
+    def __init__(self, state: ExperimentState, **params):
+        super().__init__(state, **params)
+        big = [":host .bk-btn { font-size: 17px; font-weight: 600; }"]
+        self.play = pn.widgets.Toggle(label="▶ Play", color="success", width=110, height=44, stylesheets=big)
+        self.play.param.watch(lambda event: setattr(state, "playing", event.new), "value")
+        self.step = pn.widgets.Button(label="Step", width=80, height=44)
+        self.step.on_click(lambda _event: state.step())
+        self.reset = pn.widgets.Button(label="Reset", width=80, height=44)
+        self.reset.on_click(lambda _event: state.reset())
+        self.speed = pn.widgets.Select(label="Speed", options=SPEEDS, value=state.steps_per_frame, width=190)
+        self.speed.param.watch(lambda event: setattr(state, "steps_per_frame", event.new), "value")
+        self.status = pn.pane.HTML("", sizing_mode="stretch_width", margin=(18, 10, 0, 10),
+                                   styles={"font-size": "16px", "font-variant-numeric": "tabular-nums"})
+        self.explanation = pn.pane.HTML("", visible=False, sizing_mode="stretch_width", margin=(0, 10),
+                                        styles={"font-size": "15px", "background": "#f4f7fb",
+                                                "border-left": "4px solid #2a6fdb", "padding": "6px 12px"})
+        self.alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 5))
+        self._show_playing()
+        self._show_frame()
+        self._show_message()
 
-class Layout:
-    """Where panel k of a strip sits: columns wrap after MAX_COLUMNS; labels sit above each panel."""
+    @param.depends("state.playing", watch=True)
+    def _show_playing(self) -> None:
+        self.play.param.update(value=self.state.playing, label="❚❚ Pause" if self.state.playing else "▶ Play")
 
-    def __init__(self, view: dict, depths: int):
-        self.x0, self.y0 = view["xmin"], view["ymin"]
-        self.w, self.h = view["xmax"] - view["xmin"], view["ymax"] - view["ymin"]
-        self.depths = depths
-        self.columns = min(depths, MAX_COLUMNS)
-        self.rows = math.ceil(depths / self.columns)
+    @param.depends("state.message", watch=True)
+    def _show_message(self) -> None:
+        self.alert.param.update(object=self.state.message, visible=bool(self.state.message))
 
-    def offset(self, k: int) -> tuple[float, float]:
-        column, row = k % self.columns, k // self.columns
-        return column * self.w * (1 + GAP), -row * self.h * (1 + LABEL + GAP)
-
-    def x_range(self) -> tuple[float, float]:
-        return self.x0 - 0.02 * self.w, self.x0 + self.columns * self.w * (1 + GAP) - GAP * self.w + 0.02 * self.w
-
-    def y_range(self) -> tuple[float, float]:
-        bottom = self.y0 - (self.rows - 1) * self.h * (1 + LABEL + GAP)
-        return bottom - 0.02 * self.h, self.y0 + self.h * (1 + LABEL)
-
-    def cell_px(self, colorbar_px: int, strip_px: int = STRIP_PX) -> int:
-        span = (self.x_range()[1] - self.x_range()[0]) / self.w
-        return min(int(MAX_CELL_PX * strip_px / STRIP_PX), int((strip_px - colorbar_px) / span))
-
-    def size_px(self, colorbar_px: int, strip_px: int = STRIP_PX) -> tuple[int, int]:
-        cell = self.cell_px(colorbar_px, strip_px)
-        width = int(cell * (self.x_range()[1] - self.x_range()[0]) / self.w)
-        height = int(cell * (self.y_range()[1] - self.y_range()[0]) / self.h)
-        return width, height
-
-    def locate(self, x: float, y: float) -> tuple[int, tuple[float, float]] | None:
-        """The panel k under a strip coordinate, and the point of the plane there (None: a gap)."""
-        for k in range(self.depths):
-            dx, dy = self.offset(k)
-            px, py = x - dx, y - dy
-            if self.x0 <= px <= self.x0 + self.w and self.y0 <= py <= self.y0 + self.h:
-                return k, (px, py)
-        return None
-
-    def inside(self, points: np.ndarray) -> np.ndarray:
-        """Points outside the view box become NaN (they would stray into the neighbouring panel)."""
-        out = points.copy()
-        outside = ((points[..., 0] < self.x0) | (points[..., 0] > self.x0 + self.w)
-                   | (points[..., 1] < self.y0) | (points[..., 1] > self.y0 + self.h))
-        out[outside] = np.nan
-        return out
-
-
-def depth_label(k: int, titles: list[str], width: int = 22) -> str:
-    """"k = 2" over the layer's title, cut to `width` characters."""
-    title = "base" if k == 0 else titles[k - 1]
-    return f"k = {k}\n{title if len(title) <= width else title[:width - 1] + '…'}"
-
-
-class DepthStrip:
-    """One row of panels per wrap, one panel per depth k = 0..K: an image strip or the sample strip."""
-
-    def __init__(self, kind: str, title: str, images: ColumnDataSource | None = None,
-                 marks: ColumnDataSource | None = None):
-        self.kind = kind  # "density", "log_det" or "samples"
-        self.layout: Layout | None = None
-        self.strip_px = STRIP_PX
-        self.font = FONT
-        self.figure = figure(title=title, match_aspect=True, x_range=Range1d(0, 1), y_range=Range1d(0, 1),
-                             width=900, height=200)  # canvas: WebGL without a GPU costs more CPU than it saves
-        _style(self.figure)
-        self.labels = ColumnDataSource({"x": [], "y": [], "text": []})
-        self.label_glyph = self.figure.text("x", "y", "text", source=self.labels, text_font_size=FONT,
-                                            text_color="#334", text_baseline="bottom").glyph
-        if kind == "samples":
-            # Samples and grid lines share one source (one message per frame): both are padded with
-            # NaN to a common length, which neither glyph draws.
-            empty = np.zeros(0, np.float32)
-            self.points = ColumnDataSource({"x": empty, "y": empty, "color": np.zeros(0, np.uint32), "lx": empty,
-                                            "ly": empty})
-            self.figure.line("lx", "ly", source=self.points, line_color="#b9c0cc", line_width=0.8)
-            self.figure.scatter("x", "y", source=self.points, color="color", size=3, line_color=None)
-            self.frames = ColumnDataSource({"x": [], "y": [], "w": [], "h": []})
-            self.figure.rect("x", "y", "w", "h", source=self.frames, fill_color=None, line_color="#d4d9e2")
-            self._colors_for: int | None = None
-        else:
-            palette = DENSITY_PALETTE if kind == "density" else LOG_DET_PALETTE
-            self.mapper = LinearColorMapper(palette=palette, low=0.0 if kind == "density" else -1.0, high=1.0,
-                                            nan_color="#ffffff")
-            # Both image strips read one source (one message per frame), each its own column.
-            self.images = images if images is not None else ColumnDataSource(
-                {"density": [], "log_det": [], "x": [], "y": [], "dw": [], "dh": []})
-            renderer = self.figure.image(kind, x="x", y="y", dw="dw", dh="dh", source=self.images,
-                                         color_mapper=self.mapper)
-            unit = "per unit area" if kind == "density" else "nats"
-            self.figure.add_layout(ColorBar(color_mapper=self.mapper, width=12, title=unit,
-                                            title_text_font_size=FONT, major_label_text_font_size=FONT), "right")
-            name = "q_k" if kind == "density" else "ln|det J|"
-            fmt = "{0.000}" if kind == "density" else "{0.000} nats"
-            self.figure.add_tools(HoverTool(renderers=[renderer], tooltips=[(name, "@image" + fmt)]))
-            self.overlay = ColumnDataSource({"x": np.zeros(0, np.float32), "y": np.zeros(0, np.float32)})
-            self.overlay_renderer = self.figure.scatter("x", "y", source=self.overlay, size=2, color="#ffffff",
-                                                        alpha=0.55, visible=False)
-        # The followed point z_k in every panel (the ledger): all three strips share one source.
-        self.marks = marks if marks is not None else ColumnDataSource({"x": [], "y": []})
-        draw_ring(self.figure, self.marks, 13)
-
-    def set_projector(self, on: bool) -> None:
-        """Larger panels and type for a projector."""
-        self.strip_px = PROJECTOR_STRIP_PX if on else STRIP_PX
-        self.font = PROJECTOR_FONT if on else FONT
-        self.label_glyph.text_font_size = self.font
-        self.figure.title.text_font_size = "22px" if on else "15px"
-        for bar in self.figure.select(type=ColorBar):
-            bar.title_text_font_size = bar.major_label_text_font_size = self.font
-        self._key = None  # relayout on the next update
-
-    def locate(self, x: float, y: float) -> tuple[int, tuple[float, float]] | None:
-        return self.layout.locate(x, y) if self.layout is not None else None
-
-    def marks_data(self, points: np.ndarray | None) -> dict:
-        """Columns that put z_k (points[k]) in panel k, for the shared marks source."""
-        if points is None or self.layout is None or len(points) != self.layout.depths:
-            return {"x": [], "y": []}
-        offsets = np.array([self.layout.offset(k) for k in range(self.layout.depths)])
-        placed = self.layout.inside(np.asarray(points, np.float64)) + offsets
-        return {"x": placed[:, 0].tolist(), "y": placed[:, 1].tolist()}
-
-    def _relayout(self, view: dict, depths: int, titles: list[str]) -> None:
-        layout = Layout(view, depths)
-        self.layout = layout
-        offsets = [layout.offset(k) for k in range(depths)]
-        self.figure.x_range.start, self.figure.x_range.end = layout.x_range()
-        self.figure.y_range.start, self.figure.y_range.end = layout.y_range()
-        colorbar = 0 if self.kind == "samples" else (130 if self.font == PROJECTOR_FONT else 90)
-        width, height = layout.size_px(colorbar, self.strip_px)
-        label_px = int(self.font[:-2])
-        self.figure.width, self.figure.height = width + colorbar, height + 2 * label_px + 8
-        characters = max(6, int(layout.cell_px(colorbar, self.strip_px) / (label_px * 0.62)))
-        self.labels.data = {"x": [layout.x0 + dx for dx, _ in offsets],
-                            "y": [layout.y0 + layout.h * 1.02 + dy for _, dy in offsets],
-                            "text": [depth_label(k, titles, characters) for k in range(depths)]}
-        if self.kind == "samples":
-            self.frames.data = {"x": [layout.x0 + layout.w / 2 + dx for dx, _ in offsets],
-                                "y": [layout.y0 + layout.h / 2 + dy for _, dy in offsets],
-                                "w": [layout.w] * depths, "h": [layout.h] * depths}
-
-    def update(self, views: GridViews, view: dict, titles: list[str], cumulative: bool = False) -> dict | None:
-        """Redraw from `views`. Image strips return their new columns for the caller to send at once
-        (see `update_images`); the sample strip sends its own."""
-        depths = views.log_q.shape[0]
-        key = (depths, tuple(titles), tuple(view.values()))
-        if self.layout is None or getattr(self, "_key", None) != key:
-            self._relayout(view, depths, titles)
-            self._key = key
-        layout = self.layout
-        offsets = np.array([layout.offset(k) for k in range(depths)], np.float32)
-        if self.kind == "samples":
-            self._update_samples(views, offsets)
+    @param.depends("state.frame", watch=True)
+    def _show_frame(self) -> None:
+        frame = self.state.frame
+        if frame is None:
             return
-        if self.kind == "density":
-            data = np.exp(views.log_q)
-            finite = data[np.isfinite(data)]
-            self.mapper.high = _steady_high(self.mapper.high, float(np.quantile(finite, 0.995)) if finite.size else 1.0)
-        else:
-            data = views.cum_log_det if cumulative else views.log_det
-            finite = np.abs(data[1:][np.isfinite(data[1:])])
-            top = _steady_high(self.mapper.high, max(float(np.quantile(finite, 0.995)) if finite.size else 0.0, 0.1))
-            self.mapper.low, self.mapper.high = -top, top
-        return {self.kind: list(data.astype(np.float32)), "x": list(layout.x0 + offsets[:, 0]),
-                "y": list(layout.y0 + offsets[:, 1]), "dw": [layout.w] * depths, "dh": [layout.h] * depths}
+        self._show_status(frame.step)
+        self._show_explanation(frame)
 
-    def _update_samples(self, views: GridViews, offsets: np.ndarray) -> None:
-        layout = self.layout
-        depths, n = views.samples.shape[:2]
-        points = (layout.inside(views.samples) + offsets[:, None, :]).reshape(-1, 2)
-        lines = layout.inside(views.grid_lines) + offsets[:, None, None, :]
-        gaps = np.full(lines.shape[:-2] + (1, 2), np.nan, np.float32)
-        lines = np.concatenate([lines, gaps], axis=-2).reshape(-1, 2)
-        rows = max(len(points), len(lines))
-        columns = {"x": _padded(points[:, 0], rows), "y": _padded(points[:, 1], rows),
-                   "lx": _padded(lines[:, 0], rows), "ly": _padded(lines[:, 1], rows)}
-        if self._colors_for != (depths * n, rows):
-            colors = np.zeros(rows, np.uint32)  # transparent padding
-            colors[: depths * n] = np.tile(packed_colors(views.samples[0]), depths)
-            self.points.data = {**columns, "color": colors}
-            self._colors_for = (depths * n, rows)
-        else:
-            self.points.data.update(columns)
+    def _show_status(self, step: int) -> None:
+        state, live = self.state, self.state.live
+        parts = [f"<b>step <span id='fv-step'>{step:,}</span></b>"]
+        if state.playing:
+            parts.append(f"{live.steps_per_second():.0f} steps/s")
+            parts.append(f"{state.frames_per_second():.1f} frames/s")
+        if live.losses:
+            recent = live.losses[-20:]
+            parts.append(f"loss <span id='fv-loss'>{sum(recent) / len(recent):.3f}</span> nats")
+        evaluation = live.latest_evaluation()
+        if evaluation is not None:
+            parts.append(f"held-out NLL {evaluation.test_nll:.3f} nats")
+            if evaluation.kl is not None:
+                parts.append(f"{state.kl_label().replace('true ', '')} {evaluation.kl:.3f} nats")
+        html = " · ".join(parts)
+        if html != self.status.object:
+            self.status.object = html
 
-    def show_overlay(self, points: np.ndarray | None) -> None:
-        """Target samples over every density panel (or none)."""
-        if points is None or self.layout is None:
-            self.overlay_renderer.visible = False
+    def _show_explanation(self, frame) -> None:
+        state = self.state
+        show = state.explains(frame)
+        self.explanation.visible = show
+        if not show:
             return
-        offsets = np.array([self.layout.offset(k) for k in range(self.layout.depths)], np.float32)
-        tiled = (self.layout.inside(points[None].repeat(len(offsets), 0)) + offsets[:, None, :]).reshape(-1, 2)
-        self.overlay.data = {"x": tiled[:, 0], "y": tiled[:, 1]}
-        self.overlay_renderer.visible = True
+        trainer = state.live.trainer
+        loss = state.live.losses[-1] if state.live.losses else None
+        text = step_explanation(state.spec, frame.step, loss, trainer.last_grad_norm, trainer.inverse_temperature(),
+                                len(frame.views.layers))
+        if state.playing:
+            text += f"<div style='color:#556'>Slow motion: {state.steps_per_frame} step(s) per frame.</div>"
+        self.explanation.object = text
+
+    def set_sizes(self, sizes: Sizes) -> None:
+        self.status.styles = {**self.status.styles, "font-size": f"{sizes.text_font + 1}px"}
+        self.explanation.styles = {**self.explanation.styles, "font-size": f"{sizes.text_font}px"}
+        for button in (self.play, self.step, self.reset):
+            button.height = sizes.button_px
+
+    def __panel__(self):
+        return pn.Row(self.play, self.step, self.reset, self.speed, self.status, sizing_mode="stretch_width",
+                      align="center")
 
 
-def _padded(values: np.ndarray, rows: int) -> np.ndarray:
-    out = np.full(rows, np.nan, np.float32)
-    out[: len(values)] = values
-    return out
+class LayerEditor(StateView):
+    """The palette and the stack (stack.py), and the settings of the layer that is selected."""
 
+    def __init__(self, state: ExperimentState, **params):
+        super().__init__(state, **params)
+        self.stack = LayerStack(sizing_mode="stretch_width")
+        self.stack.set_layers(state.spec.layers, state.layer_ids)
+        self.form_holder = pn.Column(sizing_mode="stretch_width", margin=0)
+        self.form: SettingsForm | None = None
+        self.stack.param.watch(lambda _event: state.set_layers(self.stack.layer_specs(), self.stack.ids()), "items")
+        self.stack.param.watch(lambda _event: self._show_form(), "selected")
+        self.stack.param.watch(lambda event: state.say(event.new) if event.new else None, "message")
+        self._show_form()
 
-def update_images(source: ColumnDataSource, columns: list[dict]) -> None:
-    """Send both image strips' new columns in one change (the positions are shared)."""
-    merged = {key: value for part in columns for key, value in part.items()}
-    if len(source.data.get("x", [])) == len(merged["x"]) and list(source.data["x"]) == merged["x"] \
-            and list(source.data["y"]) == merged["y"]:
-        source.data.update({k: v for k, v in merged.items() if k not in ("x", "y", "dw", "dh")})
-    else:
-        source.data = merged
+    @param.depends("state.spec", "state.layer_ids", watch=True)
+    def _show_stack(self) -> None:
+        state = self.state
+        if self.stack.layer_specs() != state.spec.layers or self.stack.ids() != state.layer_ids:
+            self.stack.set_layers(state.spec.layers, state.layer_ids)  # the ids that name the trained weights
+        self._show_form()
 
-
-def packed_colors(samples0: np.ndarray) -> np.ndarray:
-    """start_colors as packed RGBA uint32, which BokehJS uses without parsing a CSS string per point."""
-    rgb = (start_colors(samples0) * 255).round().astype(np.uint32)
-    return (rgb[:, 0] << 24) | (rgb[:, 1] << 16) | (rgb[:, 2] << 8) | np.uint32(255)
-
-
-def draw_ring(fig, source: ColumnDataSource, size: int) -> None:
-    """A ring that reads on any colour map: black under white."""
-    fig.scatter("x", "y", source=source, size=size, fill_color=None, line_color="#000000", line_width=4.5)
-    fig.scatter("x", "y", source=source, size=size, fill_color=None, line_color="#ffffff", line_width=2)
-
-
-def set_square_projector(fig, on: bool, size: int = 250) -> None:
-    side = PROJECTOR_SQUARE_PX if on else size
-    fig.width, fig.height = side, side + 30
-    fig.title.text_font_size = "22px" if on else "15px"
-
-
-def square_figure(title: str, view: dict, size: int = 250):
-    fig = figure(title=title, width=size, height=size + 30, match_aspect=True,
-                 x_range=Range1d(view["xmin"], view["xmax"]), y_range=Range1d(view["ymin"], view["ymax"]))
-    _style(fig)
-    fig.outline_line_color = "#d4d9e2"
-    return fig
-
-
-def fit_view(fig, image_renderers: list, view: dict) -> None:
-    """Point a square figure and its images at the view box."""
-    fig.x_range.start, fig.x_range.end = view["xmin"], view["xmax"]
-    fig.y_range.start, fig.y_range.end = view["ymin"], view["ymax"]
-    for renderer in image_renderers:
-        renderer.glyph.update(x=view["xmin"], y=view["ymin"], dw=view["xmax"] - view["xmin"], dh=view["ymax"] - view["ymin"])
-
-
-class TargetAndModel:
-    """The target's density beside the model's q_K, on one colour scale."""
-
-    def __init__(self, view: dict):
-        self.mapper = LinearColorMapper(palette=DENSITY_PALETTE, low=0.0, high=1.0)
-        self.target_fig = square_figure("Target p", view)
-        self.model_fig = square_figure("Model q_K", view)
-        self.target = ColumnDataSource({"image": [np.zeros((2, 2), np.float32)]})
-        self.model = ColumnDataSource({"image": [np.zeros((2, 2), np.float32)]})
-        self.points = ColumnDataSource({"x": np.zeros(0, np.float32), "y": np.zeros(0, np.float32)})
-        self.renderers = []
-        for fig, source in ((self.target_fig, self.target), (self.model_fig, self.model)):
-            self.renderers.append(fig.image("image", x=view["xmin"], y=view["ymin"], dw=view["xmax"] - view["xmin"],
-                                            dh=view["ymax"] - view["ymin"], source=source, color_mapper=self.mapper))
-        self.overlay = self.model_fig.scatter("x", "y", source=self.points, size=2.5, color="#ffffff", alpha=0.6,
-                                              visible=False)
-        self.hovers = [HoverTool(renderers=[renderer], tooltips=[("density", "@image{0.000}")])
-                       for renderer in self.renderers]
-        for fig, hover in zip((self.target_fig, self.model_fig), self.hovers):
-            fig.add_tools(hover)
-        # Points drawn by hand on the target (before they become the target).
-        self.drawn = ColumnDataSource({"x": np.zeros(0), "y": np.zeros(0)})
-        self.target_fig.scatter("x", "y", source=self.drawn, size=4, color="#ff7f0e", line_color=None, alpha=0.85)
-        # The followed point's path z_0 .. z_K on the model, and where it ends on the target.
-        self.path = ColumnDataSource({"x": [], "y": []})
-        self.end = ColumnDataSource({"x": [], "y": []})
-        self.model_fig.line("x", "y", source=self.path, line_color="#ffffff", line_width=1.5, line_dash="dashed")
-        self.model_fig.scatter("x", "y", source=self.path, size=4, color="#ffffff", line_color="#000000")
-        for fig in (self.target_fig, self.model_fig):
-            draw_ring(fig, self.end, 14)
-
-    def show_path(self, points: np.ndarray | None) -> None:
-        if points is None:
-            self.path.data = self.end.data = {"x": [], "y": []}
+    def _show_form(self) -> None:
+        selected = self.stack.selected
+        items = [item for item in self.stack.items if item["id"] == selected]
+        if not items:
+            self.form = None
+            self.form_holder.objects = [pn.pane.Markdown(NO_LAYER_SELECTED, styles={"font-size": "14px"})]
             return
-        self.path.data = {"x": points[:, 0].tolist(), "y": points[:, 1].tolist()}
-        self.end.data = {"x": [float(points[-1, 0])], "y": [float(points[-1, 1])]}
-
-    def set_projector(self, on: bool) -> None:
-        for fig in (self.target_fig, self.model_fig):
-            set_square_projector(fig, on)
-
-    def set_view(self, view: dict) -> None:
-        for fig, renderer in zip((self.target_fig, self.model_fig), self.renderers):
-            fit_view(fig, [renderer], view)
-
-    def set_target(self, density: np.ndarray, points: np.ndarray, view: dict) -> None:
-        self.set_view(view)
-        self.mapper.high = _nice_ceiling(float(np.quantile(density, 0.998)) if density.size else 1.0)
-        self.target.data = {"image": [density.astype(np.float32)]}
-        self.points.data = {"x": points[:, 0].astype(np.float32), "y": points[:, 1].astype(np.float32)}
-
-    def update(self, views: GridViews) -> None:
-        self.model.data.update(image=[np.exp(views.log_q[-1]).astype(np.float32)])
-
-
-class DepthAnimation:
-    """The flow through depth: samples glide and the density cross-fades from k to k+1 as t runs 0..K."""
-
-    def __init__(self, view: dict):
-        self.fig = square_figure("Through the flow: base → output", view)
-        self.mapper = LinearColorMapper(palette=DENSITY_PALETTE, low=0.0, high=1.0)
-        # Depth k under depth k+1, the upper one faded in by the fractional part of t.
-        self.images = ColumnDataSource({"image": [np.zeros((2, 2), np.float32)] * 2, "alpha": [1.0, 0.0]})
-        self.image_renderers = [
-            self.fig.image("image", x=view["xmin"], y=view["ymin"], dw=view["xmax"] - view["xmin"],
-                           dh=view["ymax"] - view["ymin"], source=self.images, color_mapper=self.mapper,
-                           global_alpha="alpha")
+        item = items[0]
+        info = LAYERS[item["type"]].info
+        if self.form is not None and self.form_holder.objects and getattr(self, "_form_for", None) == selected:
+            self.form.show(item["settings"])
+            return
+        self._form_for = selected
+        self.form = SettingsForm(info.settings, item["settings"], lambda name, value: self._edit(selected, name, value))
+        cheap = {"forward": "Sampling is one pass; density evaluation is sequential (slow).",
+                 "inverse": "Density evaluation is one pass; sampling is sequential (slow).",
+                 "both": ""}[info.cheap_direction]
+        iterative = " Its inverse is computed numerically." if info.iterative_inverse else ""
+        position = self.stack.ids().index(selected) + 1
+        self.form_holder.objects = [
+            pn.pane.Markdown(f"**Layer {position}: {info.title}**\n\n{info.description} {cheap}{iterative}\n\n"
+                             f"<small>{info.reference}</small>\n\nChanging a setting starts this layer afresh; "
+                             "the other layers keep their weights.", styles={"font-size": "13px"},
+                             sizing_mode="stretch_width"),
+            self.form.panel,
         ]
-        self.points = ColumnDataSource({"x": np.zeros(0, np.float32), "y": np.zeros(0, np.float32),
-                                        "color": np.zeros(0, np.uint32)})
-        self.fig.scatter("x", "y", source=self.points, color="color", size=3, line_color=None, alpha=0.9)
-        self.caption = ColumnDataSource({"x": [view["xmin"]], "y": [view["ymax"]], "text": [""]})
-        self.caption_glyph = self.fig.text("x", "y", "text", source=self.caption, text_font_size=FONT, text_color="#fff",
-                                           text_baseline="top", x_offset=6, y_offset=4).glyph
-        self.views: GridViews | None = None
-        self.titles: list[str] = []
-        self._colors_for = -1
 
-    def set_projector(self, on: bool) -> None:
-        set_square_projector(self.fig, on)
-        self.caption_glyph.text_font_size = PROJECTOR_FONT if on else FONT
+    def _edit(self, layer_id: int, name: str, value) -> None:
+        item = next((i for i in self.stack.items if i["id"] == layer_id), None)
+        if item is None or item["settings"].get(name) == value:
+            return
+        try:
+            self.stack.update_settings(layer_id, {**item["settings"], name: value})
+        except SpecError as error:
+            self.state.say(str(error))
+            if self.form is not None:
+                self.form.show(item["settings"])  # snap back
 
-    def set_view(self, view: dict) -> None:
-        fit_view(self.fig, self.image_renderers, view)
-        self.caption.data = {"x": [view["xmin"]], "y": [view["ymax"]], "text": self.caption.data["text"]}
+    def __panel__(self):
+        return pn.FlexBox(pn.Column(self.stack, sizing_mode="stretch_width", min_width=420, styles={"flex": "2 1 420px"}),
+                          pn.Column(self.form_holder, min_width=260, max_width=420, styles={"flex": "1 1 260px"}),
+                          gap="10px", flex_wrap="wrap", sizing_mode="stretch_width")
 
-    def show(self, views: GridViews, titles: list[str], t: float) -> None:
-        """Draw depth t (0 = base, K = output; fractions blend the two neighbouring depths)."""
-        self.views, self.titles = views, titles
-        depth = views.log_q.shape[0] - 1
-        t = min(max(t, 0.0), float(depth))
-        k = min(int(math.floor(t)), max(depth - 1, 0))
-        f = t - k if depth else 0.0
-        density = np.exp(views.log_q)
-        self.mapper.high = _steady_high(self.mapper.high, float(np.quantile(density[np.isfinite(density)], 0.995)))
-        upper = min(k + 1, depth)
-        self.images.data = {"image": [density[k].astype(np.float32), density[upper].astype(np.float32)],
-                            "alpha": [1.0, float(f)]}
-        points = ((1 - f) * views.samples[k] + f * views.samples[upper]).astype(np.float32)
-        if self._colors_for != points.shape[0]:
-            self.points.data = {"x": points[:, 0], "y": points[:, 1], "color": packed_colors(views.samples[0])}
-            self._colors_for = points.shape[0]
+
+class Overview(StateView):
+    """The target (draw on it, or click it to follow a point), the model q_K, the flow played
+    through depth, and the loss."""
+
+    def __init__(self, state: ExperimentState, **params):
+        super().__init__(state, **params)
+        view = state.spec.view
+        self.target_model = TargetAndModel(view)
+        self.animation = DepthAnimation(view)
+        self.loss = LossChart()
+        self.player = pn.widgets.Player(start=0, end=ANIMATION_STEPS, value=0, interval=60, loop_policy="loop",
+                                        show_loop_controls=False, width=250, show_value=False)
+        self.player.param.watch(lambda _event: self._animate(), "value")
+        self.draw = pn.widgets.Toggle(label="✎ Draw", width=75, color="default")
+        self.draw.param.watch(lambda event: setattr(state, "drawing", event.new), "value")
+        self.clear = pn.widgets.Button(label="Clear", width=65)
+        self.clear.on_click(lambda _event: state.clear_drawing())
+        self.use = pn.widgets.Button(label="Train on it", width=95, color="primary", disabled=True)
+        self.use.on_click(lambda _event: state.use_drawing())
+        self.draw_note = pn.pane.Markdown("", margin=(0, 5), styles={"font-size": "13px"}, visible=False, width=250)
+        self.target_model.model_fig.on_event(Tap, lambda event: state.follow_output(event.x, event.y))
+        target_fig = self.target_model.target_fig
+        target_fig.on_event(Tap, lambda event: self.target_event(event.x, event.y, "tap"))
+        target_fig.on_event(PanStart, lambda event: self.target_event(event.x, event.y, "drag"))
+        target_fig.on_event(Pan, lambda event: self.target_event(event.x, event.y, "drag"))
+        self.target_column = pn.Column(target_fig, pn.Row(self.draw, self.clear, self.use), self.draw_note, width=260)
+        self._shown_target = None
+        self._show_target()
+        self._show_frame()
+
+    def target_event(self, x: float, y: float, gesture: str) -> None:
+        """A click ("tap") or a drag on the target: paints while drawing, else a click follows the point."""
+        if self.state.drawing:
+            self.state.spray(x, y, gesture)
+        elif gesture == "tap":
+            self.state.follow_output(x, y)
+
+    @param.depends("state.spec", "state.overlay", watch=True)
+    def _show_target(self) -> None:
+        spec = self.state.spec
+        if self._shown_target != (spec.target, spec.view, spec.seed):
+            self._shown_target = (spec.target, spec.view, spec.seed)
+            picture = self.state.live.target_picture
+            self.target_model.set_target(picture.density, picture.points, spec.view)
+            self.animation.set_view(spec.view)
+        self.target_model.overlay.visible = self.state.overlay
+
+    @param.depends("state.frame", watch=True)
+    def _show_frame(self) -> None:
+        frame, state = self.state.frame, self.state
+        if frame is None:
+            return
+        self.target_model.update(frame.views)
+        self.player.end = max(len(frame.views.layers), 1) * ANIMATION_STEPS
+        # While training, the animation (a fourth view of the same frame) refreshes every few frames.
+        if not state.playing or state.frames_shown % ANIMATION_EVERY == 0:
+            self._animate()
+        self.loss.update(state.live.losses, state.live.evaluations, state.kl_label())
+
+    def _animate(self) -> None:
+        frame = self.state.frame
+        if frame is not None:
+            self.animation.show(frame.views, frame.layer_titles, self.player.value / ANIMATION_STEPS)
+
+    @param.depends("state.ledger", watch=True)
+    def _show_path(self) -> None:
+        ledger = self.state.ledger
+        self.target_model.show_path(None if ledger is None else np.array([row.point for row in ledger.rows]))
+
+    @param.depends("state.drawing", "state.drawn", watch=True)
+    def _show_drawing(self) -> None:
+        drawing, count = self.state.drawing, len(self.state.drawn)
+        self.target_model.set_drawing(drawing)
+        self.target_model.show_drawn(self.state.drawn)
+        self.draw.param.update(value=drawing, color="warning" if drawing else "default")
+        self.use.disabled = count < 2
+        self.draw_note.visible = drawing or count > 0
+        self.draw_note.object = (f"**Drawing:** click or drag on the target to spray points ({count:,} so far), "
+                                 "then *Train on it*." if drawing else
+                                 f"{count:,} points drawn; *Train on it* makes them the target.")
+
+    def set_sizes(self, sizes: Sizes) -> None:
+        for view in (self.target_model, self.animation, self.loss):
+            view.set_sizes(sizes)
+        self.target_column.width = sizes.square_px + 10
+        self._animate()
+
+    def __panel__(self):
+        return pn.FlexBox(self.target_column, self.target_model.model_fig, pn.Column(self.animation.fig, self.player),
+                          self.loss.fig, gap="8px")
+
+
+class StripsView(StateView):
+    """The density, ln|det J| and sample strips, each a panel of its own (they hide one by one)."""
+
+    def __init__(self, state: ExperimentState, **params):
+        super().__init__(state, **params)
+        images, marks = image_source(), ColumnDataSource({"x": [], "y": []})
+        self.density = ImageStrip("density", "Density q_k after each layer", images, marks)
+        self.log_det = ImageStrip("log_det", "ln|det J_k| of each layer, in nats: red expands area, blue contracts it",
+                                  images, marks)
+        self.samples = SampleStrip("Samples z_k after each layer, coloured by where they start in the base", marks)
+        for strip in (self.density, self.log_det, self.samples):
+            strip.figure.on_event(Tap, lambda event, strip=strip: self.tap(strip, event.x, event.y))
+        self.cumulative = pn.widgets.RadioButtonGroup(options={"this layer": False, "cumulative Σ_j≤k": True},
+                                                      value=state.cumulative, color="default")
+        self.cumulative.param.watch(lambda event: setattr(state, "cumulative", event.new), "value")
+        self.overlay = pn.widgets.Checkbox(label="show target samples over the densities", value=state.overlay)
+        self.overlay.param.watch(lambda event: setattr(state, "overlay", event.new), "value")
+        self.panels = {"density": pn.Column(self.overlay, self.density.figure, sizing_mode="stretch_width"),
+                       "log_det": pn.Column(self.cumulative, self.log_det.figure, sizing_mode="stretch_width"),
+                       "samples": pn.Column(self.samples.figure, sizing_mode="stretch_width")}
+        self._draw()
+
+    def tap(self, strip, x: float, y: float) -> None:
+        """A click on a strip at strip coordinates (x, y): follow the point under it, if it is on a panel."""
+        found = strip.locate(x, y)
+        if found is not None:
+            self.state.follow(*found)
+
+    @param.depends("state.frame", "state.cumulative", watch=True)
+    def _draw(self) -> None:
+        frame, spec = self.state.frame, self.state.spec
+        if frame is None:
+            return
+        views, titles = frame.views, frame.layer_titles
+        send_images(self.density.images, [self.density.columns(views, spec.view, titles),
+                                          self.log_det.columns(views, spec.view, titles, self.state.cumulative)])
+        self.samples.update(views, spec.view, titles)
+        self._show_overlay()
+        self._show_marks()
+
+    @param.depends("state.overlay", watch=True)
+    def _show_overlay(self) -> None:
+        self.density.show_overlay(self.state.live.target_picture.points if self.state.overlay else None)
+
+    @param.depends("state.ledger", watch=True)
+    def _show_marks(self) -> None:
+        ledger = self.state.ledger
+        points = None if ledger is None else np.array([row.point for row in ledger.rows])
+        data = self.density.marks_data(points)
+        if data != self.density.marks.data:
+            self.density.marks.data = data
+
+    def set_sizes(self, sizes: Sizes) -> None:
+        for strip in (self.density, self.log_det, self.samples):
+            strip.set_sizes(sizes)
+        self._draw()
+
+    def __panel__(self):
+        return pn.Column(*self.panels.values(), sizing_mode="stretch_width")
+
+
+class LedgerView(StateView):
+    """The change of variables of the current stack, and the ledger of the followed point."""
+
+    def __init__(self, state: ExperimentState, **params):
+        super().__init__(state, **params)
+        self.table = pn.pane.HTML(LEDGER_HINT, stylesheets=[LEDGER_CSS], sizing_mode="stretch_width",
+                                  styles={"font-size": "14px"})
+        self.unfollow = pn.widgets.Button(label="Stop following", visible=False, width=140)
+        self.unfollow.on_click(lambda _event: state.unfollow())
+        self.formula = pn.pane.LaTeX("", renderer="katex", sizing_mode="stretch_width", styles={"font-size": "15px"})
+        self._show()
+
+    @param.depends("state.ledger", "state.spec", watch=True)
+    def _show(self) -> None:
+        ledger = self.state.ledger
+        if ledger is None:
+            self.table.object = LEDGER_HINT
         else:
-            self.points.data.update(x=points[:, 0], y=points[:, 1])
-        caption = f"t = {t:.2f} · " + depth_label(int(round(t)), titles, 30).replace("\n", ": ")
-        if self.caption.data["text"] != [caption]:
-            self.caption.data.update(text=[caption])
+            self.table.object = ledger_html(ledger, self.state.layer_titles())
+        self.unfollow.visible = ledger is not None
+        tex = f"$${formula_tex([layer.type for layer in self.state.spec.layers if layer.enabled], ledger)}$$"
+        if self.formula.object != tex:
+            self.formula.object = tex
 
+    def set_sizes(self, sizes: Sizes) -> None:
+        self.table.styles = {"font-size": f"{sizes.text_font - 1}px"}
+        self.formula.styles = {"font-size": f"{sizes.text_font}px"}
 
-class LossChart:
-    """Training loss and, every evaluation, the held-out NLL and the true KL (all in nats)."""
-
-    def __init__(self):
-        self.fig = figure(title="Loss (nats)", width=380, height=300, x_axis_label="step", y_axis_label="nats",
-                          tools="pan,wheel_zoom,reset", toolbar_location="above")
-        self.fig.title.text_font_size = "15px"
-        self.fig.axis.axis_label_text_font_size = FONT
-        self.fig.axis.major_label_text_font_size = FONT
-        self.train = ColumnDataSource({"step": np.zeros(0, np.int32), "loss": np.zeros(0, np.float32)})
-        self.evals = ColumnDataSource({"step": np.zeros(0, np.int32), "nll": np.zeros(0, np.float32),
-                                       "kl": np.zeros(0, np.float32)})
-        self.train_line = self.fig.line("step", "loss", source=self.train, color="#9aa6b8", legend_label="training loss")
-        self.nll_line = self.fig.line("step", "nll", source=self.evals, color="#2a6fdb", line_width=2,
-                                      legend_label="held-out NLL")
-        self.kl_line = self.fig.line("step", "kl", source=self.evals, color="#d2691e", line_width=2, legend_label="true KL")
-        self.fig.legend.location = "top_right"
-        self.fig.legend.label_text_font_size = FONT
-        self.fig.add_tools(HoverTool(tooltips=[("step", "@step"), ("value", "$y{0.000} nats")], mode="vline",
-                                     renderers=[self.nll_line, self.kl_line]))
-        self.sent_train = 0
-        self.sent_evals = 0
-
-    def set_projector(self, on: bool) -> None:
-        self.fig.width, self.fig.height = (520, 390) if on else (380, 300)
-        font = PROJECTOR_FONT if on else FONT
-        self.fig.title.text_font_size = "22px" if on else "15px"
-        self.fig.axis.axis_label_text_font_size = self.fig.axis.major_label_text_font_size = font
-        self.fig.legend.label_text_font_size = font
-
-    def clear(self) -> None:
-        self.train.data = {"step": np.zeros(0, np.int32), "loss": np.zeros(0, np.float32)}
-        self.evals.data = {"step": np.zeros(0, np.int32), "nll": np.zeros(0, np.float32), "kl": np.zeros(0, np.float32)}
-        self.sent_train = self.sent_evals = 0
-
-    def update(self, steps: list[int], losses: list[float], evaluations: list, kl_label: str) -> None:
-        if len(steps) < self.sent_train or len(evaluations) < self.sent_evals:
-            self.clear()
-        n = len(steps)
-        if n > self.sent_train:
-            # Long runs: thin the line to about 5000 points (every step still counts in the metrics).
-            stride = max(1, n // 5000)
-            new = slice(self.sent_train, n)
-            s = np.asarray(steps[new], np.int32)
-            v = np.asarray(losses[new], np.float32)
-            keep = (s % stride) == 0
-            self.train.stream({"step": s[keep], "loss": v[keep]}, rollover=6000)
-            self.sent_train = n
-        if len(evaluations) > self.sent_evals:
-            new = evaluations[self.sent_evals:]
-            self.evals.stream({"step": np.array([e.step for e in new], np.int32),
-                               "nll": np.array([e.test_nll for e in new], np.float32),
-                               "kl": np.array([np.nan if e.kl is None else e.kl for e in new], np.float32)})
-            self.sent_evals = len(evaluations)
-        self.kl_line.visible = kl_label != ""
-        if self.fig.legend and self.fig.legend[0].items:
-            self.fig.legend[0].items[2].label = {"value": kl_label or "true KL"}
+    def __panel__(self):
+        return pn.Column(self.formula, pn.Column(self.table, self.unfollow, max_width=900, sizing_mode="stretch_width"),
+                         sizing_mode="stretch_width")

@@ -1,0 +1,260 @@
+"""The explorer's square plots, in Bokeh: the target beside the model, the flow through depth, the loss.
+
+Plain Bokeh objects, no Panel and no session state: the views in overview.py own them and feed
+them numpy. Colour scales are fixed mappers whose `high` moves only when the data outgrow it by a
+clear margin, so colours do not flicker between frames. Every update is float32, sent as binary.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from bokeh.models import ColumnDataSource, HoverTool, LinearColorMapper, Range1d
+from bokeh.plotting import figure
+from matplotlib import colormaps
+from matplotlib.colors import to_hex
+
+from flowviz.core.grid import GridViews
+from flowviz.core.spec import ViewSpec
+from flowviz.figures import start_colors
+from flowviz.ui.layout import Sizes
+
+DENSITY_PALETTE = [to_hex(c) for c in colormaps["viridis"](np.linspace(0, 1, 256))]
+LOG_DET_PALETTE = [to_hex(c) for c in colormaps["RdBu_r"](np.linspace(0, 1, 256))]
+
+
+def nice_ceiling(value: float) -> float:
+    """1, 2 or 5 times a power of ten, at or above `value` (colour bar limits that read well)."""
+    if not math.isfinite(value) or value <= 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(value))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= value)
+
+
+def steady_high(current: float, wanted: float) -> float:
+    """Keep a colour scale's top unless the data need more, or have shrunk to under a third of it."""
+    wanted = nice_ceiling(wanted)
+    return wanted if wanted > current or wanted < current / 3 else current
+
+
+def bare(fig) -> None:
+    """No toolbar, axes, grid or outline: a picture of the plane."""
+    fig.toolbar_location = None
+    fig.axis.visible = False
+    fig.grid.visible = False
+    fig.outline_line_color = None
+    fig.min_border = 4
+    fig.title.text_font_size = "15px"
+
+
+def packed_colors(samples0: np.ndarray) -> np.ndarray:
+    """start_colors as packed RGBA uint32, which BokehJS uses without parsing a CSS string per point."""
+    rgb = (start_colors(samples0) * 255).round().astype(np.uint32)
+    return (rgb[:, 0] << 24) | (rgb[:, 1] << 16) | (rgb[:, 2] << 8) | np.uint32(255)
+
+
+def draw_ring(fig, source: ColumnDataSource, size: int) -> None:
+    """A ring that reads on any colour map: black under white."""
+    fig.scatter("x", "y", source=source, size=size, fill_color=None, line_color="#000000", line_width=4.5)
+    fig.scatter("x", "y", source=source, size=size, fill_color=None, line_color="#ffffff", line_width=2)
+
+
+def depth_label(k: int, titles: list[str], width: int = 22) -> str:
+    """"k = 2" over the layer's title, cut to `width` characters."""
+    title = "base" if k == 0 else titles[k - 1]
+    return f"k = {k}\n{title if len(title) <= width else title[:width - 1] + '…'}"
+
+
+class SquarePlot:
+    """A square figure of the view box with images that fill it."""
+
+    def __init__(self, title: str, view: ViewSpec):
+        self.fig = figure(title=title, width=250, height=280, match_aspect=True,
+                          x_range=Range1d(view.xmin, view.xmax), y_range=Range1d(view.ymin, view.ymax))
+        bare(self.fig)
+        self.fig.outline_line_color = "#d4d9e2"
+        self.image_renderers: list = []
+
+    def image(self, source: ColumnDataSource, mapper: LinearColorMapper, view: ViewSpec, **options):
+        renderer = self.fig.image("image", x=view.xmin, y=view.ymin, dw=view.width, dh=view.height, source=source,
+                                  color_mapper=mapper, **options)
+        self.image_renderers.append(renderer)
+        return renderer
+
+    def set_view(self, view: ViewSpec) -> None:
+        self.fig.x_range.start, self.fig.x_range.end = view.xmin, view.xmax
+        self.fig.y_range.start, self.fig.y_range.end = view.ymin, view.ymax
+        for renderer in self.image_renderers:
+            renderer.glyph.update(x=view.xmin, y=view.ymin, dw=view.width, dh=view.height)
+
+    def set_sizes(self, sizes: Sizes) -> None:
+        self.fig.width, self.fig.height = sizes.square_px, sizes.square_px + 30
+        self.fig.title.text_font_size = sizes.title_css
+
+
+class TargetAndModel:
+    """The target's density beside the model's q_K, on one colour scale; points drawn by hand and
+    the followed point's path z_0 .. z_K on top."""
+
+    def __init__(self, view: ViewSpec):
+        self.mapper = LinearColorMapper(palette=DENSITY_PALETTE, low=0.0, high=1.0)
+        self.target_plot, self.model_plot = SquarePlot("Target p", view), SquarePlot("Model q_K", view)
+        self.target_fig, self.model_fig = self.target_plot.fig, self.model_plot.fig
+        self.target = ColumnDataSource({"image": [np.zeros((2, 2), np.float32)]})
+        self.model = ColumnDataSource({"image": [np.zeros((2, 2), np.float32)]})
+        self.points = ColumnDataSource({"x": np.zeros(0, np.float32), "y": np.zeros(0, np.float32)})
+        self._target_image = self.target_plot.image(self.target, self.mapper, view)
+        model_image = self.model_plot.image(self.model, self.mapper, view)
+        self.overlay = self.model_fig.scatter("x", "y", source=self.points, size=2.5, color="#ffffff", alpha=0.6,
+                                              visible=False)
+        self._target_hover = HoverTool(renderers=[self._target_image], tooltips=[("density", "@image{0.000}")])
+        self.target_fig.add_tools(self._target_hover)
+        self.model_fig.add_tools(HoverTool(renderers=[model_image], tooltips=[("density", "@image{0.000}")]))
+        self.drawn = ColumnDataSource({"x": np.zeros(0), "y": np.zeros(0)})
+        self.target_fig.scatter("x", "y", source=self.drawn, size=4, color="#ff7f0e", line_color=None, alpha=0.85)
+        self.path = ColumnDataSource({"x": [], "y": []})
+        self.end = ColumnDataSource({"x": [], "y": []})
+        self.model_fig.line("x", "y", source=self.path, line_color="#ffffff", line_width=1.5, line_dash="dashed")
+        self.model_fig.scatter("x", "y", source=self.path, size=4, color="#ffffff", line_color="#000000")
+        for fig in (self.target_fig, self.model_fig):
+            draw_ring(fig, self.end, 14)
+
+    def set_drawing(self, on: bool) -> None:
+        """While drawing, a drag on the target paints instead of panning, over a faded target, with no tooltip."""
+        self.target_fig.toolbar.active_drag = None if on else "auto"
+        self._target_hover.renderers = [] if on else [self._target_image]
+        self._target_image.glyph.global_alpha = 0.3 if on else 1.0
+
+    def show_drawn(self, points: list[tuple[float, float]]) -> None:
+        """The drawn points; only the new ones travel when the drawing grew."""
+        shown = len(self.drawn.data["x"])
+        if len(points) < shown or not points:
+            self.drawn.data = {"x": np.array([p[0] for p in points]), "y": np.array([p[1] for p in points])}
+        elif len(points) > shown:
+            new = np.array(points[shown:])
+            self.drawn.stream({"x": new[:, 0], "y": new[:, 1]})
+
+    def show_path(self, points: np.ndarray | None) -> None:
+        if points is None:
+            self.path.data = self.end.data = {"x": [], "y": []}
+            return
+        self.path.data = {"x": points[:, 0].tolist(), "y": points[:, 1].tolist()}
+        self.end.data = {"x": [float(points[-1, 0])], "y": [float(points[-1, 1])]}
+
+    def set_sizes(self, sizes: Sizes) -> None:
+        self.target_plot.set_sizes(sizes)
+        self.model_plot.set_sizes(sizes)
+
+    def set_target(self, density: np.ndarray, points: np.ndarray, view: ViewSpec) -> None:
+        self.target_plot.set_view(view)
+        self.model_plot.set_view(view)
+        self.mapper.high = nice_ceiling(float(np.quantile(density, 0.998)) if density.size else 1.0)
+        self.target.data = {"image": [density.astype(np.float32)]}
+        self.points.data = {"x": points[:, 0].astype(np.float32), "y": points[:, 1].astype(np.float32)}
+
+    def update(self, views: GridViews) -> None:
+        self.model.data.update(image=[np.exp(views.log_q[-1]).astype(np.float32)])
+
+
+class DepthAnimation:
+    """The flow through depth: samples glide and the density cross-fades from k to k+1 as t runs 0..K."""
+
+    def __init__(self, view: ViewSpec):
+        self.plot = SquarePlot("Through the flow: base → output", view)
+        self.fig = self.plot.fig
+        self.mapper = LinearColorMapper(palette=DENSITY_PALETTE, low=0.0, high=1.0)
+        # Depth k under depth k+1, the upper one faded in by the fractional part of t.
+        self.images = ColumnDataSource({"image": [np.zeros((2, 2), np.float32)] * 2, "alpha": [1.0, 0.0]})
+        self.plot.image(self.images, self.mapper, view, global_alpha="alpha")
+        self.points = ColumnDataSource({"x": np.zeros(0, np.float32), "y": np.zeros(0, np.float32),
+                                        "color": np.zeros(0, np.uint32)})
+        self.fig.scatter("x", "y", source=self.points, color="color", size=3, line_color=None, alpha=0.9)
+        self.caption = ColumnDataSource({"x": [view.xmin], "y": [view.ymax], "text": [""]})
+        self.caption_glyph = self.fig.text("x", "y", "text", source=self.caption, text_font_size="13px",
+                                           text_color="#fff", text_baseline="top", x_offset=6, y_offset=4).glyph
+        self._colors_for = -1
+
+    def set_sizes(self, sizes: Sizes) -> None:
+        self.plot.set_sizes(sizes)
+        self.caption_glyph.text_font_size = sizes.font_css
+
+    def set_view(self, view: ViewSpec) -> None:
+        self.plot.set_view(view)
+        self.caption.data = {"x": [view.xmin], "y": [view.ymax], "text": self.caption.data["text"]}
+
+    def show(self, views: GridViews, titles: list[str], t: float) -> None:
+        """Draw depth t (0 = base, K = output; fractions blend the two neighbouring depths)."""
+        depth = views.log_q.shape[0] - 1
+        t = min(max(t, 0.0), float(depth))
+        k = min(math.floor(t), max(depth - 1, 0))
+        f = t - k if depth else 0.0
+        density = np.exp(views.log_q)
+        self.mapper.high = steady_high(self.mapper.high, float(np.quantile(density[np.isfinite(density)], 0.995)))
+        upper = min(k + 1, depth)
+        self.images.data = {"image": [density[k].astype(np.float32), density[upper].astype(np.float32)],
+                            "alpha": [1.0, float(f)]}
+        points = ((1 - f) * views.samples[k] + f * views.samples[upper]).astype(np.float32)
+        if self._colors_for != points.shape[0]:
+            self.points.data = {"x": points[:, 0], "y": points[:, 1], "color": packed_colors(views.samples[0])}
+            self._colors_for = points.shape[0]
+        else:
+            self.points.data.update(x=points[:, 0], y=points[:, 1])
+        caption = f"t = {t:.2f} · " + depth_label(round(t), titles, 30).replace("\n", ": ")
+        if self.caption.data["text"] != [caption]:
+            self.caption.data.update(text=[caption])
+
+
+class LossChart:
+    """Training loss and, every evaluation, the held-out NLL and the true KL (all in nats)."""
+
+    def __init__(self):
+        self.fig = figure(title="Loss (nats)", width=380, height=280, x_axis_label="step", y_axis_label="nats",
+                          tools="pan,wheel_zoom,reset", toolbar_location="above")
+        self.train = ColumnDataSource({"step": np.zeros(0, np.int32), "loss": np.zeros(0, np.float32)})
+        self.evals = ColumnDataSource({"step": np.zeros(0, np.int32), "nll": np.zeros(0, np.float32),
+                                       "kl": np.zeros(0, np.float32)})
+        self.fig.line("step", "loss", source=self.train, color="#9aa6b8", legend_label="training loss")
+        nll = self.fig.line("step", "nll", source=self.evals, color="#2a6fdb", line_width=2, legend_label="held-out NLL")
+        self.kl_line = self.fig.line("step", "kl", source=self.evals, color="#d2691e", line_width=2, legend_label="true KL")
+        self.fig.legend.location = "top_right"
+        self.fig.add_tools(HoverTool(tooltips=[("step", "@step"), ("value", "$y{0.000} nats")], mode="vline",
+                                     renderers=[nll, self.kl_line]))
+        self.sent_train = 0
+        self.sent_evals = 0
+        self.set_sizes(Sizes.of(projector=False))
+
+    def set_sizes(self, sizes: Sizes) -> None:
+        self.fig.width, self.fig.height = sizes.loss_px
+        self.fig.title.text_font_size = sizes.title_css
+        self.fig.axis.axis_label_text_font_size = self.fig.axis.major_label_text_font_size = sizes.font_css
+        self.fig.legend.label_text_font_size = sizes.font_css
+
+    def clear(self) -> None:
+        self.train.data = {"step": np.zeros(0, np.int32), "loss": np.zeros(0, np.float32)}
+        self.evals.data = {"step": np.zeros(0, np.int32), "nll": np.zeros(0, np.float32), "kl": np.zeros(0, np.float32)}
+        self.sent_train = self.sent_evals = 0
+
+    def update(self, losses: list[float], evaluations: list, kl_label: str) -> None:
+        """Send what is new of `losses` (step i + 1's loss at i) and `evaluations`; a shorter
+        history than was sent is a new curve."""
+        if len(losses) < self.sent_train or len(evaluations) < self.sent_evals:
+            self.clear()
+        n = len(losses)
+        if n > self.sent_train:
+            # Long runs: thin the line to about 5000 points (every step still counts in the metrics).
+            stride = max(1, n // 5000)
+            s = np.arange(self.sent_train + 1, n + 1, dtype=np.int32)
+            v = np.asarray(losses[self.sent_train:n], np.float32)
+            keep = (s % stride) == 0
+            self.train.stream({"step": s[keep], "loss": v[keep]}, rollover=6000)
+            self.sent_train = n
+        if len(evaluations) > self.sent_evals:
+            new = evaluations[self.sent_evals:]
+            self.evals.stream({"step": np.array([e.step for e in new], np.int32),
+                               "nll": np.array([e.test_nll for e in new], np.float32),
+                               "kl": np.array([np.nan if e.kl is None else e.kl for e in new], np.float32)})
+            self.sent_evals = len(evaluations)
+        self.kl_line.visible = kl_label != ""
+        if self.fig.legend and self.fig.legend[0].items:
+            self.fig.legend[0].items[2].label = {"value": kl_label or "true KL"}
