@@ -15,6 +15,7 @@ import torch
 from flowviz.core.limits import LIMITS
 from flowviz.core.link import LINK_PARAMETER
 from flowviz.ui.explorer import Explorer
+from flowviz.ui.layout import SIDEBAR_PX
 from flowviz.ui.live import ComputeGate
 
 TITLE = "flowviz · normalizing flows, layer by layer"
@@ -44,9 +45,9 @@ def create_app(link: str | None = None) -> pn.template.BootstrapTemplate:
         return server_full()  # no model, no threads: the sessions already here keep their share
     explorer, _problem = Explorer.from_link(link, gate=pn.state.as_cached("flowviz-compute-gate", compute_gate))
     template = pn.template.BootstrapTemplate(
-        title=TITLE, sidebar=explorer.sidebar(), main=explorer.main(), sidebar_width=380,
+        title=TITLE, sidebar=explorer.sidebar(), main=explorer.main(), sidebar_width=SIDEBAR_PX,
         header_background="#1d3557", busy_indicator=None,  # it would flicker on every frame, at a cost
-        collapsed_sidebar=explorer.sidebar_hidden(),
+        collapsed_sidebar=explorer.sidebar_hidden(), header=[explorer.screen],
     )
     explorer.start()
     template.explorer = explorer  # for tests and tools that drive a served page

@@ -359,3 +359,32 @@ def test_sessions_sharing_a_gate_both_train_and_render():
     finally:
         for live in sessions:
             live.close()
+
+
+def test_a_log_scale_setting_shows_any_value_and_takes_a_new_one(explorer):
+    slider = explorer.training.widgets["learning_rate"]
+    assert slider.value == explorer.state.spec.training.learning_rate == 3e-3
+    assert slider.options == sorted(slider.options) and {1e-6, 1e-3, 1e-2, 10.0} <= set(slider.options)
+    slider.value = 1e-2
+    assert explorer.state.spec.training.learning_rate == 1e-2
+    explorer.state.load(MOONS.replace(training={"learning_rate": 7e-4}))
+    assert slider.value == 7e-4 and 7e-4 in slider.options  # shown as it is, not rounded to a stop
+
+
+def test_a_closed_session_is_not_playing(explorer):
+    explorer.toolbar.play.value = True
+    assert explorer.state.playing and explorer.state.live.playing
+    explorer.close()
+    assert not explorer.state.playing and not explorer.state.live.running
+
+
+def test_hidden_panels_this_page_lacks_are_refused_or_dropped(explorer):
+    import json
+
+    data = MOONS.to_dict()
+    data["presentation"]["hidden"] = ["ledger", "sidebar"]
+    send_file(explorer.experiment.preset_upload, "p.json", json.dumps(data).encode())
+    assert "'sidebar' is not a panel" in explorer.state.message and explorer.state.spec == MOONS
+    page, problem = Explorer.from_link(spec_to_link(ExperimentSpec.from_dict(data)))
+    assert "'sidebar' is not a panel" in problem and page.state.spec.presentation.hidden == ("ledger",)
+    page.close()

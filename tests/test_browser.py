@@ -383,3 +383,27 @@ def test_every_panel_hides_from_the_presentation_card(page):
         box.uncheck()
         wait_until(lambda name=name: _panel_visible(page, explorer, name), 10, f"{name} to come back")
     assert page.errors == []
+
+
+def test_a_finger_reorders_the_stack(browser, server):
+    """Real touch events (Chromium's own, through CDP): a layer dragged down by a finger moves."""
+    url, sessions = server
+    context = browser.new_context(viewport={"width": 820, "height": 1180}, has_touch=True)
+    tab = context.new_page()
+    try:
+        explorer = _open(tab, url, sessions)
+        ids = list(explorer.state.layer_ids)
+        rows = tab.locator(".fv-stack-item")
+        rows.nth(2).scroll_into_view_if_needed()
+        start, end = rows.nth(0).bounding_box(), rows.nth(2).bounding_box()
+        x, y0, y1 = start["x"] + start["width"] / 2, start["y"] + start["height"] / 2, end["y"] + end["height"] / 2
+        touch = context.new_cdp_session(tab)
+        touch.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x, "y": y0}]})
+        for i in range(1, 11):
+            touch.send("Input.dispatchTouchEvent", {"type": "touchMove",
+                                                    "touchPoints": [{"x": x, "y": y0 + (y1 - y0) * i / 10}]})
+        touch.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        wait_until(lambda: explorer.state.layer_ids != ids, 10, "the reorder by touch")
+        assert explorer.state.layer_ids == [ids[1], ids[0], *ids[2:]]
+    finally:
+        context.close()

@@ -21,8 +21,9 @@ from panel.io.callbacks import PeriodicCallback
 
 from flowviz.core.spec import ExperimentSpec
 from flowviz.ui.cards import BaseCard, ExperimentCard, PresentationCard, TargetCard, TrainingCard
-from flowviz.ui.layout import PANEL_NAMES, SIDEBAR_PANELS, Sizes
+from flowviz.ui.layout import FOLD_SIDEBAR_BELOW, PANEL_NAMES, SIDEBAR_PANELS, Sizes, main_width
 from flowviz.ui.live import ComputeGate
+from flowviz.ui.pickers import Screen
 from flowviz.ui.state import ExperimentState, open_link
 from flowviz.ui.views import LayerEditor, LedgerView, Overview, StripsView, Toolbar
 
@@ -33,9 +34,11 @@ class Explorer(pn.viewable.Viewer):
     """Everything one browser session sees and does."""
 
     state = param.ClassSelector(class_=ExperimentState)
+    screen = param.ClassSelector(class_=Screen, doc="the browser window's width (for the template's header)")
 
     def __init__(self, spec: ExperimentSpec | None = None, gate: ComputeGate | None = None, **params):
-        super().__init__(state=ExperimentState(spec, gate=gate), **params)
+        super().__init__(state=ExperimentState(spec, gate=gate), screen=Screen(fold_below=FOLD_SIDEBAR_BELOW,
+                                                                              margin=0), **params)
         state = self.state
         self.experiment, self.target, self.base = ExperimentCard(state), TargetCard(state), BaseCard(state)
         self.training, self.presentation = TrainingCard(state), PresentationCard(state)
@@ -53,16 +56,18 @@ class Explorer(pn.viewable.Viewer):
         self._present()
         self._callback = None
 
-    @param.depends("state.spec", watch=True)
+    @param.depends("state.spec", "screen.width", watch=True)
     def _present(self) -> None:
-        """Show and hide the panels, and size every view, as the spec's presentation says."""
-        presentation = self.state.spec.presentation
-        if presentation == self._presented:
+        """Show and hide the panels as the spec's presentation says, and size every view for it and
+        for the window."""
+        presentation, window = self.state.spec.presentation, self.screen.width
+        if (presentation, window) == self._presented:
             return
-        self._presented = presentation
+        self._presented = (presentation, window)
         for name, viewable in self.panels.items():
             viewable.visible = name not in presentation.hidden
-        sizes = Sizes.of(presentation.projector)
+        sidebar_shown = window >= FOLD_SIDEBAR_BELOW and not self.sidebar_hidden()
+        sizes = Sizes.of(presentation.projector, main_width(window, sidebar_shown) if window else None)
         for view in (self.toolbar, self.overview, self.strips, self.ledger):
             view.set_sizes(sizes)
 

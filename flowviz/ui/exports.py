@@ -34,6 +34,7 @@ class Exports(param.Parameterized):
 
     def __init__(self, state: ExperimentState, **params):
         super().__init__(state=state, **params)
+        self._recording_for: tuple | None = None
         self._new_recording()
         self._record()
 
@@ -49,7 +50,7 @@ class Exports(param.Parameterized):
     def _new_recording(self) -> None:
         spec = self.state.spec
         key = (spec.target, spec.view, spec.seed)
-        if getattr(self, "_recording_for", None) != key:
+        if self._recording_for != key:
             self._recording_for = key
             self.recorder = TrainingRecorder(spec.view, title=spec.title)
 

@@ -9,13 +9,15 @@ Example:
     ['experiment', 'target', 'base', 'training']
     >>> Sizes.of(projector=True).strip_px > Sizes.of(projector=False).strip_px
     True
+    >>> Sizes.of(projector=False, main_px=main_width(820, sidebar_shown=False)).strip_px   # a tablet
+    760
     >>> unknown_panels(("ledger", "sidebar"))[0][:50]
     "presentation.hidden[1]: 'sidebar' is not a panel; "
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,16 @@ def unknown_panels(hidden: tuple[str, ...]) -> list[str]:
             for i, name in enumerate(hidden) if name not in PANEL_NAMES]
 
 
+SIDEBAR_PX = 380
+FOLD_SIDEBAR_BELOW = 1000  # a window narrower than this opens with the sidebar folded away
+MIN_STRIP_PX = 360
+
+
+def main_width(window_px: int, sidebar_shown: bool) -> int:
+    """The main area's width in a window `window_px` wide (the template's padding taken off)."""
+    return window_px - (SIDEBAR_PX if sidebar_shown else 0) - 40
+
+
 @dataclass(frozen=True)
 class Sizes:
     """Every size that projector mode changes, in pixels."""
@@ -62,12 +74,18 @@ class Sizes:
     button_px: int  # height of Play, Step, Reset
 
     @classmethod
-    def of(cls, projector: bool) -> Sizes:
+    def of(cls, projector: bool, main_px: int | None = None) -> Sizes:
+        """The sizes for projector mode or not, with strips no wider than `main_px`, the width of
+        the main area where it is known."""
         if projector:  # a 1920-pixel projector, usually with the sidebar hidden
-            return cls(font=20, title_font=22, text_font=21, strip_px=1560, max_cell_px=320, colorbar_px=130,
-                       square_px=360, loss_px=(520, 390), button_px=60)
-        return cls(font=13, title_font=15, text_font=15, strip_px=1180, max_cell_px=200, colorbar_px=90,
-                   square_px=250, loss_px=(380, 280), button_px=44)
+            sizes = cls(font=20, title_font=22, text_font=21, strip_px=1560, max_cell_px=320, colorbar_px=130,
+                        square_px=360, loss_px=(520, 390), button_px=60)
+        else:
+            sizes = cls(font=13, title_font=15, text_font=15, strip_px=1180, max_cell_px=200, colorbar_px=90,
+                        square_px=250, loss_px=(380, 280), button_px=44)
+        if main_px is not None and main_px - 20 < sizes.strip_px:
+            sizes = replace(sizes, strip_px=max(MIN_STRIP_PX, main_px - 20))
+        return sizes
 
     @property
     def font_css(self) -> str:

@@ -9,6 +9,7 @@ import io
 from typing import ClassVar
 
 import numpy as np
+import panel as pn
 import param
 from matplotlib import colormaps
 from panel.custom import JSComponent
@@ -128,3 +129,36 @@ export function render({ model }) {
             return
         self.value = None  # so that the same file, sent again, is a change too
         self.param.update(filename=name, error="", value=content)
+
+
+class Screen(JSComponent):
+    """The width of the browser window, for sizing the views (`width`, 0 until the page reports it).
+
+    On a screen narrower than `fold_below` pixels (a tablet) it also folds the template's sidebar
+    away when the page opens, so the views get the width; the header's ☰ button opens it again.
+    """
+
+    width = param.Integer(default=0, doc="window.innerWidth, in CSS pixels")
+    fold_below = param.Integer(default=1000)
+
+    def _handle_msg(self, data) -> None:
+        if not (isinstance(data, dict) and isinstance(data.get("width"), int) and 0 < data["width"] < 100_000):
+            return
+        width, doc = data["width"], pn.state.curdoc
+        if doc is None or doc.session_context is None:
+            self.width = width
+        else:  # the views resize Bokeh models: do it under the document's lock (this message may come before)
+            doc.add_next_tick_callback(lambda: setattr(self, "width", width))
+
+    _esm = """
+export function render({ model }) {
+  if (window.innerWidth < model.fold_below) {
+    document.getElementById('sidebar')?.classList.remove('show');
+    document.getElementById('sidebar-toggle')?.setAttribute('aria-expanded', 'false');
+  }
+  let timer = null;
+  const report = () => model.send_msg({ width: Math.round(window.innerWidth) });
+  window.addEventListener('resize', () => { clearTimeout(timer); timer = setTimeout(report, 300); });
+  report();
+  return document.createElement('span');
+}"""

@@ -44,7 +44,11 @@ export function render({ model }) {
   function startDrag(event, info, card) {
     if (event.button !== 0 || event.target.closest("button, input")) return;
     drag = { ...info, card, x0: event.clientX, y0: event.clientY, ghost: null, to: null };
-    card.setPointerCapture(event.pointerId);
+    // The page, not the card, follows the pointer: it may leave the card (and a touch is captured
+    // by the element it started on anyway).
+    window.addEventListener("pointermove", moveDrag, { passive: false });
+    window.addEventListener("pointerup", endDrag);
+    window.addEventListener("pointercancel", endDrag);
   }
 
   function moveDrag(event) {
@@ -64,6 +68,9 @@ export function render({ model }) {
   }
 
   function endDrag(event) {
+    window.removeEventListener("pointermove", moveDrag);
+    window.removeEventListener("pointerup", endDrag);
+    window.removeEventListener("pointercancel", endDrag);
     if (!drag) return;
     const { ghost, to } = drag;
     const info = drag;
@@ -80,9 +87,6 @@ export function render({ model }) {
 
   function draggable(card, info) {
     card.addEventListener("pointerdown", (e) => startDrag(e, info(), card));
-    card.addEventListener("pointermove", moveDrag);
-    card.addEventListener("pointerup", endDrag);
-    card.addEventListener("pointercancel", endDrag);
   }
 
   function drawPalette() {

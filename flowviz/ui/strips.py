@@ -21,21 +21,22 @@ from flowviz.ui.plots import DENSITY_PALETTE, LOG_DET_PALETTE, bare, depth_label
 
 MAX_COLUMNS = 9
 GAP = 0.08  # gap between panels, as a fraction of the view width
-LABEL = 0.3  # room above each panel for its two-line label, as a fraction of the view height
+LABEL = 0.3  # room above each panel for its two-line label, as a fraction of the view height (at least)
 
 
 class StripLayout:
     """Where panel k of a strip sits: columns wrap after MAX_COLUMNS; labels sit above each panel."""
 
-    def __init__(self, view: ViewSpec, depths: int):
+    def __init__(self, view: ViewSpec, depths: int, label: float = LABEL):
         self.x0, self.y0, self.w, self.h = view.xmin, view.ymin, view.width, view.height
         self.depths = depths
+        self.label = label  # room above each panel for its label, as a fraction of the view height
         self.columns = min(depths, MAX_COLUMNS)
         self.rows = math.ceil(depths / self.columns)
 
     def offset(self, k: int) -> tuple[float, float]:
         column, row = k % self.columns, k // self.columns
-        return column * self.w * (1 + GAP), -row * self.h * (1 + LABEL + GAP)
+        return column * self.w * (1 + GAP), -row * self.h * (1 + self.label + GAP)
 
     def offsets(self) -> np.ndarray:
         return np.array([self.offset(k) for k in range(self.depths)], np.float32)
@@ -44,8 +45,8 @@ class StripLayout:
         return self.x0 - 0.02 * self.w, self.x0 + self.columns * self.w * (1 + GAP) - GAP * self.w + 0.02 * self.w
 
     def y_range(self) -> tuple[float, float]:
-        bottom = self.y0 - (self.rows - 1) * self.h * (1 + LABEL + GAP)
-        return bottom - 0.02 * self.h, self.y0 + self.h * (1 + LABEL)
+        bottom = self.y0 - (self.rows - 1) * self.h * (1 + self.label + GAP)
+        return bottom - 0.02 * self.h, self.y0 + self.h * (1 + self.label)
 
     def cell_px(self, colorbar_px: int, sizes: Sizes) -> int:
         span = (self.x_range()[1] - self.x_range()[0]) / self.w
@@ -96,7 +97,7 @@ class Strip:
     def set_sizes(self, sizes: Sizes) -> None:
         self.sizes = sizes
         self.label_glyph.text_font_size = sizes.font_css
-        self.figure.title.text_font_size = "22px" if sizes.title_font > 15 else "15px"
+        self.figure.title.text_font_size = sizes.title_css
         for bar in self.figure.select(type=ColorBar):
             bar.title_text_font_size = bar.major_label_text_font_size = sizes.font_css
         self._key = None  # relayout on the next update
@@ -116,7 +117,10 @@ class Strip:
         key = (depths, tuple(titles), view, self.sizes)
         if key != self._key:
             self._key = key
-            self.layout = StripLayout(view, depths)
+            colorbar = self.sizes.colorbar_px if self.has_colorbar else 0
+            cell = StripLayout(view, depths).cell_px(colorbar, self.sizes)  # (the label room does not change it)
+            # Two lines of label text in pixels, however small the panels (a narrow screen).
+            self.layout = StripLayout(view, depths, max(LABEL, (2.4 * self.sizes.font + 4) / max(cell, 1)))
             self._relayout(self.layout, titles)
         return self.layout
 

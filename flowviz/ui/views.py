@@ -60,8 +60,9 @@ class Toolbar(StateView):
         self.reset.on_click(lambda _event: state.reset())
         self.speed = pn.widgets.Select(label="Speed", options=SPEEDS, value=state.steps_per_frame, width=190)
         self.speed.param.watch(lambda event: setattr(state, "steps_per_frame", event.new), "value")
-        self.status = pn.pane.HTML("", sizing_mode="stretch_width", margin=(18, 10, 0, 10),
-                                   styles={"font-size": "16px", "font-variant-numeric": "tabular-nums"})
+        self.status = pn.pane.HTML("", margin=(18, 10, 0, 10), min_width=320,  # a flex item: wraps on a tablet
+                                   styles={"font-size": "16px", "font-variant-numeric": "tabular-nums",
+                                           "flex": "1 1 320px"})
         self.explanation = pn.pane.HTML("", visible=False, sizing_mode="stretch_width", margin=(0, 10),
                                         styles={"font-size": "15px", "background": "#f4f7fb",
                                                 "border-left": "4px solid #2a6fdb", "padding": "6px 12px"})
@@ -125,8 +126,8 @@ class Toolbar(StateView):
             button.height = sizes.button_px
 
     def __panel__(self):
-        return pn.Row(self.play, self.step, self.reset, self.speed, self.status, sizing_mode="stretch_width",
-                      align="center")
+        return pn.FlexBox(self.play, self.step, self.reset, self.speed, self.status, align_items="center",
+                          flex_wrap="wrap", sizing_mode="stretch_width")
 
 
 class LayerEditor(StateView):
@@ -138,6 +139,7 @@ class LayerEditor(StateView):
         self.stack.set_layers(state.spec.layers, state.layer_ids)
         self.form_holder = pn.Column(sizing_mode="stretch_width", margin=0)
         self.form: SettingsForm | None = None
+        self._form_for: int | None = None  # the id of the layer whose form is shown
         self.stack.param.watch(lambda _event: state.set_layers(self.stack.layer_specs(), self.stack.ids()), "items")
         self.stack.param.watch(lambda _event: self._show_form(), "selected")
         self.stack.param.watch(lambda event: state.say(event.new) if event.new else None, "message")
@@ -154,12 +156,12 @@ class LayerEditor(StateView):
         selected = self.stack.selected
         items = [item for item in self.stack.items if item["id"] == selected]
         if not items:
-            self.form = None
+            self.form, self._form_for = None, None
             self.form_holder.objects = [pn.pane.Markdown(NO_LAYER_SELECTED, styles={"font-size": "14px"})]
             return
         item = items[0]
         info = LAYERS[item["type"]].info
-        if self.form is not None and self.form_holder.objects and getattr(self, "_form_for", None) == selected:
+        if self.form is not None and self._form_for == selected:
             self.form.show(item["settings"])
             return
         self._form_for = selected
