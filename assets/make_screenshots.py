@@ -94,7 +94,7 @@ def ledger_and_drawing(page, url: str, sessions: list) -> None:
     page.mouse.click(*page.evaluate(TO_SCREEN, [explorer.strips.density.figure.id, 1.2 + dx, 0.9 + dy]))
     page.get_by_text("they agree").wait_for(timeout=20_000)
     time.sleep(1.5)
-    page.get_by_text("Follow a point: the change-of-variables ledger").scroll_into_view_if_needed()
+    page.get_by_text("Follow a point: the change-of-variables ledger").evaluate("e => e.scrollIntoView({block: 'start'})")
     time.sleep(0.5)
     page.screenshot(path=OUT / "ledger.png", clip=_box_of(page, "Follow a point: the change-of-variables ledger", 720))
 
