@@ -114,7 +114,7 @@ class ExperimentState(param.Parameterized):
             spec = ExperimentSpec.from_dict(data)
             problems = unknown_panels(spec.presentation.hidden)
             if problems:
-                raise SpecError("presentation.hidden", problems[0].split(": ", 1)[1])
+                raise SpecError(*problems[0].split(": ", 1))
             if spec == self.spec and layer_ids == self.layer_ids and device in (None, self.device):
                 return True
             self.live.apply(spec, layer_ids, device)
