@@ -34,8 +34,7 @@ class Exports(param.Parameterized):
 
     def __init__(self, state: ExperimentState, **params):
         super().__init__(state=state, **params)
-        self._recording_for: tuple | None = None
-        self._new_recording()
+        self._start_recording()
         self._record()
 
     def files(self) -> list[tuple[str, str, Callable[[], io.BytesIO]]]:
@@ -46,13 +45,16 @@ class Exports(param.Parameterized):
                 ("Trained model (weights + spec, .pt)", "flowviz-model.pt", self.model_file),
                 (f"{SAMPLES} samples of the model (CSV)", "flowviz-samples.csv", self.samples_file)]
 
-    @param.depends("state.spec", watch=True)
-    def _new_recording(self) -> None:
+    def _start_recording(self) -> None:
         spec = self.state.spec
-        key = (spec.target, spec.view, spec.seed)
-        if self._recording_for != key:
-            self._recording_for = key
-            self.recorder = TrainingRecorder(spec.view, title=spec.title)
+        self._recording_view = (spec.target, spec.view)
+        self.recorder = TrainingRecorder(spec.view, title=spec.title)
+
+    @param.depends("state.spec", watch=True)
+    def _follow_view(self) -> None:
+        """A new target or view box: the GIF's frames would not match, so the recording starts over."""
+        if (self.state.spec.target, self.state.spec.view) != self._recording_view:
+            self._start_recording()
 
     @param.depends("state.frame", watch=True)
     def _record(self) -> None:
@@ -60,8 +62,7 @@ class Exports(param.Parameterized):
         if frame is None:
             return
         if frame.step == 0 or (self.recorder.frames and frame.step < self.recorder.frames[-1].step):
-            self._recording_for = None  # a reset or a new curve: this run starts over
-            self._new_recording()
+            self._start_recording()  # a reset, a new seed or a new curve: this run starts over
         if not self.recorder.frames or frame.step != self.recorder.frames[-1].step:
             self.recorder.add(frame.step, live.losses[-1] if live.losses else float("nan"), frame.views)
 

@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 import param
 
-from flowviz.core.layers import LAYERS
 from flowviz.core.link import read_link
 from flowviz.core.pointfile import PointsFileError, parse_points
 from flowviz.core.settings import SpecError
@@ -316,10 +315,6 @@ class ExperimentState(param.Parameterized):
         if self.followed is not None:
             depth, point = self.followed
             self.ledger = self.live.follow(point, depth)
-
-    def layer_titles(self) -> list[str]:
-        """Titles of the active layers, base side first (the ledger's rows)."""
-        return [LAYERS[layer.type].info.title for layer in self.spec.layers if layer.enabled]
 
     # -- drawing a target --------------------------------------------------------------------------
     def spray(self, x: float, y: float, gesture: str) -> None:

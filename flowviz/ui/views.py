@@ -367,7 +367,7 @@ class LedgerView(StateView):
         if ledger is None:
             self.table.object = LEDGER_HINT
         else:
-            self.table.object = ledger_html(ledger, self.state.layer_titles())
+            self.table.object = ledger_html(ledger, [LAYERS[row.layer].info.title for row in ledger.rows[1:]])
         self.unfollow.visible = ledger is not None
         tex = f"$${formula_tex([layer.type for layer in self.state.spec.layers if layer.enabled], ledger)}$$"
         if self.formula.object != tex:
