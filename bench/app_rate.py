@@ -1,12 +1,17 @@
 """Frame rate and training speed of the explorer in a real browser, against headless training.
 
-Starts `panel serve flowviz/app.py`, opens it in headless Chromium (Playwright, system chromium),
-loads a preset, presses Play and, after a warm-up, counts for `--seconds`:
+Starts the app (`bench/app_probe.py`: flowviz/app.py plus a probe of the server side), opens it in
+headless Chromium (Playwright, system chromium), loads a preset, presses Play and, after a warm-up,
+counts for `--seconds`:
 - frames/s: status updates that reached the page (each pushed frame rewrites the step counter);
 - bytes/frame: websocket bytes the browser received, per frame;
-- in-app steps/s: the step counter's rise over the window.
+- in-app steps/s: the step counter's rise over the window;
+- from the probe: the server's event-loop CPU time per frame sent, the time to compute one frame,
+  and the grid sides of the model view and the strips while training.
 Headless steps/s is `Trainer.step` on the same preset in a fresh process, measured just before and
-just after the browser run (the median of the two is the reference).
+just after the browser run (the mean of the two is the reference). The last line is JSON:
+frames_per_s, steps_per_s, headless_steps_per_s, kib_per_frame, live_resolution, strip_resolution,
+event_loop_ms_per_frame, render_ms.
 
     python bench/app_rate.py --preset realnvp-moons --seconds 20
     python bench/app_rate.py --no-browser   # the server side alone: LiveSession, no page
@@ -16,9 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -92,8 +99,10 @@ def browser_run(preset: Path, seconds: float, warmup: float) -> dict:
     from playwright.sync_api import sync_playwright
 
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "panel", "serve", "flowviz/app.py", "--port", str(port)],
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    probe = Path(tempfile.mkdtemp(prefix="fv-probe-")) / "probe.json"
+    server = subprocess.Popen([sys.executable, "-m", "panel", "serve", "bench/app_probe.py", "--port", str(port)],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, "FV_PROBE": str(probe)})
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -108,35 +117,46 @@ def browser_run(preset: Path, seconds: float, warmup: float) -> dict:
             from flowviz.core.spec import ExperimentSpec
 
             # The preset through its link, as a shared link opens it (picking it from the list was flaky).
-            open_when_up(page, f"http://localhost:{port}/app?{LINK_PARAMETER}={spec_to_link(ExperimentSpec.load(preset))}")
+            open_when_up(page, f"http://localhost:{port}/app_probe?{LINK_PARAMETER}={spec_to_link(ExperimentSpec.load(preset))}")
             page.get_by_role("button", name="▶ Play").wait_for(timeout=60_000)
             page.wait_for_timeout(1500)
             page.evaluate(OBSERVE)
             page.get_by_role("button", name="▶ Play").click()
             page.wait_for_timeout(warmup * 1000)
             start_bytes, start_changes = received[0], len(page.evaluate("window.fvChanges"))
+            first = json.loads(probe.read_text())
             page.wait_for_timeout(seconds * 1000)
             changes = page.evaluate("window.fvChanges")[start_changes:]
             total_bytes = received[0] - start_bytes
+            last = json.loads(probe.read_text())
             browser.close()
     finally:
         server.terminate()
         server.wait(10)
     span = (changes[-1][0] - changes[0][0]) / 1000
     frames = len(changes) - 1
+    sent = max(last["frames_shown"] - first["frames_shown"], 1)
+    rendered = max(last["frames_rendered"] - first["frames_rendered"], 1)
     return {"frames_per_s": frames / span, "steps_per_s": (changes[-1][1] - changes[0][1]) / span,
-            "bytes_per_frame": total_bytes / max(frames, 1)}
+            "bytes_per_frame": total_bytes / max(frames, 1),
+            "event_loop_ms_per_frame": 1000 * (last["event_loop_s"] - first["event_loop_s"]) / sent,
+            "render_ms": 1000 * (last["render_s"] - first["render_s"]) / rendered,
+            "answer_ms": 1000 * (last["answer_s"] - first["answer_s"]) / sent,
+            "live_resolution": last["model_px"], "strip_resolution": last["strip_px"], "kind": last["kind"]}
 
 
 SERVER_ONLY = """
-import json, sys, time
+import json, sys, threading, time
 import torch
 torch.set_num_threads(1)
 sys.setswitchinterval(0.001)  # as flowviz/app.py sets them
 from flowviz.core.spec import ExperimentSpec
 from flowviz.ui.live import LiveSession
 live = LiveSession(ExperimentSpec.load(sys.argv[1]))
-live.play(); time.sleep(float(sys.argv[3]))
+def page():  # takes every frame, as a page that keeps up does
+    while live.running:
+        live.take_frame(); time.sleep(0.04)
+live.play(); threading.Thread(target=page, daemon=True).start(); time.sleep(float(sys.argv[3]))
 steps, frames, start = live.step, live.frames_rendered, time.perf_counter()
 time.sleep(float(sys.argv[2]))
 seconds = time.perf_counter() - start
@@ -171,6 +191,17 @@ def main() -> None:
     payload = "" if args.no_browser else f", {app['bytes_per_frame'] / 1024:.0f} KiB/frame"
     print(f"{where}: {app['frames_per_s']:.1f} frames/s, {app['steps_per_s']:.1f} steps/s "
           f"= {100 * app['steps_per_s'] / headless:.0f}% of headless{payload}")
+    if not args.no_browser:
+        print(f"server: {app['event_loop_ms_per_frame']:.1f} ms of event loop per frame sent, {app['render_ms']:.1f} ms "
+              f"to compute a frame, {app['answer_ms']:.0f} ms "
+              f"from sending a frame to the page having painted it; model view {app['live_resolution']}², strips {app['strip_resolution']}² "
+              f"({app['kind']} frames)")
+        print(json.dumps({"frames_per_s": round(app["frames_per_s"], 2), "steps_per_s": round(app["steps_per_s"], 1),
+                          "headless_steps_per_s": round(headless, 1),
+                          "kib_per_frame": round(app["bytes_per_frame"] / 1024, 1),
+                          "live_resolution": app["live_resolution"], "strip_resolution": app["strip_resolution"],
+                          "event_loop_ms_per_frame": round(app["event_loop_ms_per_frame"], 2),
+                          "render_ms": round(app["render_ms"], 2)}))
 
 
 if __name__ == "__main__":

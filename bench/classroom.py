@@ -16,8 +16,13 @@ With `--procs K` (K > 1) the sessions go through nginx to K `panel serve` proces
 sends its own cookie. CPU and memory are then the sum over the K processes.
 
 Reports per-session frames/s (minimum, median), steps/s per session, the server's CPU (cores busy,
-from /proc) and its resident memory per session above the idle server. The sessions of one N are
-closed before the next N starts.
+from /proc) and its resident memory per session above the idle server. Then, while the N train:
+one more page is opened (`join_s`: until its document has arrived, what BokehJS renders from), and
+every student presses Pause at a random moment of 3 s (`click_ms_p95`: until its page saw the
+toggle turn back into ▶ Play). Each client answers the page's FrameClock the moment a frame
+arrives, as a browser that paints at once would. The sessions of one N are closed before the next
+N starts. Ends with one JSON line per N: sessions, procs, fps_min, fps_median, steps_per_s_median,
+cores_busy, mib_per_session, join_s, click_ms_p95.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
+import random
 import re
 import shutil
 import statistics
@@ -44,11 +51,16 @@ STEP = re.compile(rb"fv-step(?:'>|&#x27;&gt;)([\d,]+)")  # the status line's ste
 TICKS = 100  # /proc clock ticks per second (Linux)
 
 
+PLAY_LABEL = ("▶ Play".encode(), b"\\u25b6 Play")  # the toggle's label once the server has paused
+
+
 @dataclass
 class Student:
     frames: list[tuple[float, int]] = field(default_factory=list)  # (time, step) of every frame received
     bytes: int = 0
     error: str | None = None
+    clicked_at: float | None = None  # when this student pressed Pause
+    click_ms: float | None = None  # until the page saw the toggle turn back into ▶ Play
 
 
 async def _read(ws) -> tuple[dict, bytes, list[bytes]]:
@@ -88,8 +100,41 @@ def _play_toggle(document: object) -> str | None:
     return None
 
 
-async def attend(url: str, student: Student, stop: asyncio.Event) -> None:
+def _frame_clock(document: object) -> tuple[str, str] | None:
+    """(component id, data-model id) of the page's FrameClock in a pulled document (its JSON): a
+    browser tells it when it has painted a frame, and gets the next frame only then."""
+    found = []
+
+    def visit(node):
+        if isinstance(node, dict):
+            data = node.get("attributes", {}).get("data") if isinstance(node.get("attributes"), dict) else None
+            if isinstance(data, dict) and {"shown", "timeout_s"} <= set(data.get("attributes", {})):
+                found.append((node["id"], data["id"]))
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(document)
+    return found[0] if found else None
+
+
+def _painted(component: str, shown: int) -> dict:
+    """What BokehJS sends when the FrameClock reports `shown` frames painted."""
+    data = {"type": "map", "entries": [["painted", shown]]}
+    return {"events": [{"kind": "MessageSent", "msg_type": "bokeh_event", "msg_data": {
+        "type": "event", "name": "data_event", "values": {"type": "map", "entries": [["model", {"id": component}],
+                                                                                     ["data", data]]}}}]}
+
+
+async def attend(url: str, student: Student, stop: asyncio.Event, click: asyncio.Event | None = None,
+                 joined: list | None = None) -> None:
+    """One student: open the page, press Play, read frames until `stop`; once `click` is set, press
+    Pause at a random moment of the next 3 s and time until the page sees it. With `joined`, only
+    open the page and append the seconds until its document arrived."""
     cookie = {"Cookie": f"fv_affinity={uuid.uuid4().hex}"}  # one browser: its page and websocket stick together
+    opened = time.perf_counter()
     try:
         page = await AsyncHTTPClient().fetch(url, headers=cookie, request_timeout=300)
         host = url.split("/")[2]
@@ -101,7 +146,26 @@ async def attend(url: str, student: Student, stop: asyncio.Event) -> None:
         header, content, _ = await _read(ws)
         while header["msgtype"] != "PULL-DOC-REPLY":
             header, content, _ = await _read(ws)
-        toggle = _play_toggle(json.loads(content))
+        if joined is not None:
+            joined.append(time.perf_counter() - opened)
+            ws.close()
+            return
+        document = json.loads(content)
+        toggle, clock = _play_toggle(document), _frame_clock(document)
+        writing = asyncio.Lock()  # a message is three websocket writes: one sender at a time
+
+        async def send(content: dict) -> None:
+            async with writing:
+                await _send(ws, "PATCH-DOC", content)
+
+        async def press_pause() -> None:
+            await click.wait()
+            await asyncio.sleep(random.uniform(0, 3))
+            student.clicked_at = time.perf_counter()
+            await send({"events": [{"kind": "ModelChanged", "model": {"id": toggle}, "attr": "active", "new": False}]})
+
+        if click is not None:
+            pausing = asyncio.create_task(press_pause())
         # What BokehJS says once it has rendered the page: Panel runs its onload callbacks on it.
         await _send(ws, "PATCH-DOC", {"events": [{"kind": "MessageSent", "msg_type": "bokeh_event", "msg_data": {
             "type": "event", "name": "document_ready", "values": {"type": "map", "entries": []}}}]})
@@ -113,6 +177,14 @@ async def attend(url: str, student: Student, stop: asyncio.Event) -> None:
             hit = STEP.search(content) if header["msgtype"] == "PATCH-DOC" else None
             if hit:
                 student.frames.append((time.perf_counter(), int(hit.group(1).replace(b",", b""))))
+            if student.clicked_at and student.click_ms is None and any(label in content for label in PLAY_LABEL):
+                student.click_ms = 1000 * (time.perf_counter() - student.clicked_at)
+            if clock and header["msgtype"] == "PATCH-DOC" and b'"shown"' in content:
+                for event in json.loads(content).get("events", []):
+                    if event.get("attr") == "shown" and event.get("model", {}).get("id") == clock[1]:
+                        await send(_painted(clock[0], int(event["new"])))  # painted at once
+        if click is not None:
+            pausing.cancel()
         ws.close()
     except Exception as error:  # noqa: BLE001 - reported per student
         student.error = f"{type(error).__name__}: {error}"
@@ -136,8 +208,8 @@ async def classroom(url: str, pid: list[int], sessions: int, seconds: float, war
     # Tornado's client queues all but 10 requests at once by default: every student loads at once.
     AsyncHTTPClient.configure(None, max_clients=max(10, sessions))
     students = [Student() for _ in range(sessions)]
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(attend(url, s, stop)) for s in students]
+    stop, click = asyncio.Event(), asyncio.Event()
+    tasks = [asyncio.create_task(attend(url, s, stop, click)) for s in students]
     opened = time.perf_counter()
     while sum(1 for s in students if s.frames or s.error) < sessions and time.perf_counter() - opened < 600:
         await asyncio.sleep(0.5)
@@ -147,6 +219,10 @@ async def classroom(url: str, pid: list[int], sessions: int, seconds: float, war
     marks = [len(s.frames) for s in students]
     await asyncio.sleep(seconds)
     end, busy, memory = time.perf_counter(), (cpu_ticks(pid) - ticks) / TICKS, rss_mib(pid)
+    joined: list[float] = []
+    await attend(url, Student(), stop, joined=joined)  # one more page, while the others train
+    click.set()
+    await asyncio.sleep(6)  # every student presses Pause within 3 s
     stop.set()
     fps, steps = [], []
     for student, mark in zip(students, marks):
@@ -154,7 +230,9 @@ async def classroom(url: str, pid: list[int], sessions: int, seconds: float, war
         fps.append((len(window) - 1) / (end - start) if len(window) > 1 else 0.0)
         steps.append((window[-1][1] - window[0][1]) / (end - start) if len(window) > 1 else 0.0)
     await asyncio.wait(tasks, timeout=30)
-    return {"sessions": sessions, "open_s": ready, "fps_min": min(fps), "fps_median": statistics.median(fps),
+    clicks = sorted(s.click_ms if s.click_ms is not None else float("inf") for s in students)
+    return {"sessions": sessions, "open_s": ready, "join_s": joined[0] if joined else float("inf"),
+            "click_ms_p95": clicks[min(len(clicks) - 1, math.ceil(0.95 * len(clicks)) - 1)], "fps_min": min(fps), "fps_median": statistics.median(fps),
             "steps_median": statistics.median(steps), "cores": busy / (end - start), "rss_mib": memory,
             "kib_per_frame": sum(s.bytes for s in students) / 1024 / max(sum(len(s.frames) for s in students), 1),
             "errors": [s.error for s in students if s.error]}
@@ -206,19 +284,28 @@ def main() -> None:
               f"idle after one page: {idle:.0f} MiB; "
               f"{args.seconds:g} s per row after {args.warmup:g} s of warm-up\n")
         print("| sessions | frames/s per session, min / median | steps/s per session (median) | server cores busy "
-              "| server MiB | MiB per session | KiB per frame | all open after s |")
-        print("|---|---|---|---|---|---|---|---|")
+              "| server MiB | MiB per session | KiB per frame | all open after s | one more page, s | Pause p95, ms |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        lines = []
         for sessions in args.sessions:
             row = asyncio.run(classroom(url, pids, sessions, args.seconds, args.warmup))
             per_session = (row["rss_mib"] - idle) / sessions
             errors = f" ({len(row['errors'])} failed: {row['errors'][0]})" if row["errors"] else ""
             print(f"| {sessions}{errors} | {row['fps_min']:.1f} / {row['fps_median']:.1f} | {row['steps_median']:.1f} "
                   f"| {row['cores']:.2f} | {row['rss_mib']:.0f} | {per_session:.0f} | {row['kib_per_frame']:.0f} "
-                  f"| {row['open_s']:.1f} |", flush=True)
+                  f"| {row['open_s']:.1f} | {row['join_s']:.1f} | {row['click_ms_p95']:.0f} |", flush=True)
+            lines.append(json.dumps({"sessions": sessions, "procs": args.procs, "fps_min": round(row["fps_min"], 2),
+                                     "fps_median": round(row["fps_median"], 2),
+                                     "steps_per_s_median": round(row["steps_median"], 1),
+                                     "cores_busy": round(row["cores"], 2), "mib_per_session": round(per_session, 1),
+                                     "join_s": round(row["join_s"], 2), "click_ms_p95": round(row["click_ms_p95"], 1)}))
             time.sleep(8)  # closed sessions are destroyed and their threads joined
     finally:
         stack.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+    print()
+    for line in lines:  # one JSON line per N, last
+        print(line)
 
 
 if __name__ == "__main__":

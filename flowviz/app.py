@@ -47,7 +47,7 @@ def create_app(link: str | None = None) -> pn.template.BootstrapTemplate:
     template = pn.template.BootstrapTemplate(
         title=TITLE, sidebar=explorer.sidebar(), main=explorer.main(), sidebar_width=SIDEBAR_PX,
         header_background="#1d3557", busy_indicator=None,  # it would flicker on every frame, at a cost
-        collapsed_sidebar=explorer.sidebar_hidden(), header=[explorer.screen],
+        collapsed_sidebar=explorer.sidebar_hidden(), header=[explorer.screen, explorer.clock],
     )
     explorer.start()
     template.explorer = explorer  # for tests and tools that drive a served page

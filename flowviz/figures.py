@@ -1,4 +1,5 @@
 """Figures for the CLI, reports and downloads, drawn with matplotlib, numpy and PIL (no Panel, no Bokeh).
+matplotlib is imported only by the functions that draw with it: the app starts without it.
 
 - `render_views` / `render_flow` / `views_png`: the per-layer views. Columns are depths k = 0..K (at
   most `max_columns`, evenly spaced, always with the base and the output) plus the target; rows are
@@ -15,19 +16,15 @@ downloads.
 
 from __future__ import annotations
 
+import functools
 import io
 import textwrap
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from matplotlib import font_manager
 from PIL import Image, ImageDraw, ImageFont
 
 from flowviz.core.flow import Flow
@@ -40,8 +37,28 @@ def start_colors(samples0: np.ndarray) -> np.ndarray:
     """A colour per sample from its angle and radius in the base, so it can be followed."""
     angle = (np.arctan2(samples0[:, 1], samples0[:, 0]) + np.pi) / (2 * np.pi)
     radius = np.clip(np.linalg.norm(samples0, axis=1) / 3, 0, 1)
-    hsv = np.stack([angle, 0.35 + 0.65 * radius, np.full_like(angle, 0.85)], 1)
-    return matplotlib.colors.hsv_to_rgb(hsv)
+    return _hsv_to_rgb(angle, 0.35 + 0.65 * radius, np.full_like(angle, 0.85))
+
+
+def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """(N, 3) RGB in [0, 1] from hue, saturation and value in [0, 1] (matplotlib's hsv_to_rgb)."""
+    sector = np.floor(h * 6.0) % 6
+    f = h * 6.0 - np.floor(h * 6.0)
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    choices = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
+    rgb = np.zeros(h.shape + (3,), np.float64)
+    for i, channels in enumerate(choices):
+        rgb[sector == i] = np.stack(channels, -1)[sector == i]
+    return rgb
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def depth_columns(depth: int, max_columns: int) -> list[int]:
@@ -54,6 +71,7 @@ def render_views(views: GridViews, layer_titles: list[str], target_density: np.n
                  max_columns: int = 9) -> None:
     depths = depth_columns(len(views.layers), max_columns)
     columns = len(depths) + 1
+    plt = _pyplot()
     fig, axes = plt.subplots(3, columns, figsize=(2.3 * columns, 7.2), squeeze=False, constrained_layout=True)
     extent = (views.x[0], views.x[-1], views.y[0], views.y[-1])
     density = np.exp(views.log_q)
@@ -118,7 +136,6 @@ def _base_samples(flow: Flow, n: int, seed: int) -> torch.Tensor:
 # small dots) with captions from PIL, then quantised to one palette shared by every frame: about
 # 10 ms a frame, and no colour flicker between frames.
 
-_VIRIDIS = (matplotlib.colormaps["viridis"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.float32)
 _INK, _GREY, _ACCENT, _TRACK = (34, 34, 34), (110, 110, 110), (42, 111, 219), (205, 205, 205)
 _MARGIN, _HEADER = 10, 50
 _DENSITY_LEVELS = 48  # colours of the density scale: fine enough to look smooth, coarse enough to compress
@@ -129,7 +146,17 @@ _DOT_RING = [(dy, dx) for dy in (-1, 0, 1, 2) for dx in (-1, 0, 1, 2)
              if (dy, dx) not in _DOT_CORE and not (dy in (-1, 2) and dx in (-1, 2))]
 
 
+@functools.cache
+def _viridis() -> np.ndarray:
+    """(256, 3) float32 RGB of matplotlib's viridis (read-only after the first call)."""
+    from matplotlib import colormaps
+
+    return (colormaps["viridis"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.float32)
+
+
 def _font(size: int, bold: bool = False):
+    from matplotlib import font_manager
+
     try:
         properties = font_manager.FontProperties(family="DejaVu Sans", weight="bold" if bold else "normal")
         path = font_manager.findfont(properties)
@@ -153,7 +180,7 @@ def _density_rgb(density: np.ndarray, vmax: float, size: int) -> np.ndarray:
     grid = np.ascontiguousarray(np.clip(grid / vmax, 0.0, 1.0)[::-1])
     smooth = np.asarray(Image.fromarray(grid).resize((size, size), Image.Resampling.BILINEAR))
     levels = np.clip(np.rint(smooth * (_DENSITY_LEVELS - 1)), 0, _DENSITY_LEVELS - 1)
-    return _VIRIDIS[np.rint(levels * (255 / (_DENSITY_LEVELS - 1))).astype(np.intp)]
+    return _viridis()[np.rint(levels * (255 / (_DENSITY_LEVELS - 1))).astype(np.intp)]
 
 
 def _draw_dots(canvas: np.ndarray, points: np.ndarray, colors: np.ndarray, view: ViewSpec) -> None:

@@ -7,6 +7,7 @@ import shutil
 import socket
 import time
 
+import numpy as np
 import panel as pn
 import pytest
 
@@ -407,3 +408,24 @@ def test_a_finger_reorders_the_stack(browser, server):
         assert explorer.state.layer_ids == [ids[1], ids[0], *ids[2:]]
     finally:
         context.close()
+
+
+def test_training_shows_a_sharp_model_view_and_pausing_the_exact_chain(page):
+    explorer = page.open()
+    model, strips = explorer.overview.target_model.model, explorer.strips.density.images
+    page.get_by_role("button", name="▶ Play").click()
+    wait_until(lambda: _step_counter(page) > 20 and explorer.state.frame.kind == "live", 30, "live frames")
+    painted = explorer.clock.painted
+    wait_until(lambda: explorer.clock.painted > painted + 3, 30, "the page to paint more frames")
+    live_model, live_strip = model.data["image"][0], strips.data["density"][-1]
+    assert live_model.shape == (96, 96) and live_model.dtype == np.uint8  # colour indices, a byte a pixel
+    assert live_strip.shape == (64, 64) and live_strip.dtype == np.uint8
+    assert "live preview: each depth resampled" in explorer.strips.density.figure.title.text  # (drawn on the canvas)
+    page.get_by_role("button", name="❚❚ Pause").click()
+    resolution = explorer.state.spec.view.resolution
+    exact = (resolution, resolution)
+    wait_until(lambda: explorer.state.frame.kind == "exact" and model.data["image"][0].shape == exact
+               and strips.data["density"][-1].shape == exact, 30, "the exact frame after the pause")
+    assert model.data["image"][0].dtype == np.float32 and model.data["image"][0].max() > 0
+    assert "exact: each depth through its inverse chain" in explorer.strips.density.figure.title.text
+    assert page.errors == []

@@ -23,11 +23,11 @@ from flowviz.core.spec import ExperimentSpec
 from flowviz.ui.cards import BaseCard, ExperimentCard, PresentationCard, TargetCard, TrainingCard
 from flowviz.ui.layout import FOLD_SIDEBAR_BELOW, PANEL_NAMES, SIDEBAR_PANELS, Sizes, main_width
 from flowviz.ui.live import ComputeGate
-from flowviz.ui.pickers import Screen
+from flowviz.ui.pickers import FrameClock, Screen
 from flowviz.ui.state import ExperimentState, open_link
 from flowviz.ui.views import LayerEditor, LedgerView, Overview, StripsView, Toolbar
 
-TICK_MS = 40  # how often the page looks for a new frame; frames themselves come at most MAX_FPS
+TICK_MS = 25  # how often the page looks for a new frame; frames themselves come at most MAX_FPS
 
 
 class Explorer(pn.viewable.Viewer):
@@ -35,10 +35,11 @@ class Explorer(pn.viewable.Viewer):
 
     state = param.ClassSelector(class_=ExperimentState)
     screen = param.ClassSelector(class_=Screen, doc="the browser window's width (for the template's header)")
+    clock = param.ClassSelector(class_=FrameClock, doc="frames sent and painted (for the template's header)")
 
     def __init__(self, spec: ExperimentSpec | None = None, gate: ComputeGate | None = None, **params):
-        super().__init__(state=ExperimentState(spec, gate=gate), screen=Screen(fold_below=FOLD_SIDEBAR_BELOW,
-                                                                              margin=0), **params)
+        super().__init__(state=ExperimentState(spec, gate=gate), screen=Screen(fold_below=FOLD_SIDEBAR_BELOW, margin=0),
+                         clock=FrameClock(margin=0), **params)
         state = self.state
         self.experiment, self.target, self.base = ExperimentCard(state), TargetCard(state), BaseCard(state)
         self.training, self.presentation = TrainingCard(state), PresentationCard(state)
@@ -87,13 +88,16 @@ class Explorer(pn.viewable.Viewer):
             # the watchers of `pn.state.busy` cost ~10% of the event loop at 25 ticks a second.
             self._callback = PeriodicCallback(callback=self.tick, period=TICK_MS, background=True)
             self._callback.start()
+            self.state.exact_in_background = True
             pn.state.onload(self.experiment.show_link)  # the page's own address is known once it has loaded
             pn.state.on_session_destroyed(lambda _context: self.close())
 
     def tick(self) -> None:
-        """Show the newest frame, all its changes in one message (the periodic callback)."""
+        """Show the newest frame, all its changes in one message, once the page has painted the last
+        one (the periodic callback)."""
         with pn.io.hold():
-            self.state.tick()
+            if self.state.tick(take=self.clock.ready()):
+                self.clock.sent()
 
     def close(self) -> None:
         if self._callback is not None:

@@ -59,12 +59,13 @@ class Exports(param.Parameterized):
     @param.depends("state.frame", watch=True)
     def _record(self) -> None:
         frame, live = self.state.frame, self.state.live
-        if frame is None:
+        if frame is None or frame.kind == "preview":  # the exact frame of this step follows
             return
         if frame.step == 0 or (self.recorder.frames and frame.step < self.recorder.frames[-1].step):
             self._start_recording()  # a reset, a new seed or a new curve: this run starts over
         if not self.recorder.frames or frame.step != self.recorder.frames[-1].step:
-            self.recorder.add(frame.step, live.losses[-1] if live.losses else float("nan"), frame.views)
+            self.recorder.add(frame.step, live.losses[-1] if live.losses else float("nan"), frame.model,
+                              frame.views.samples[-1], frame.views.samples[0])
 
     def views_png(self) -> io.BytesIO:
         return io.BytesIO(views_png(self.state.live.copy_flow(), self.state.live.trainer.target, self.state.spec))

@@ -8,12 +8,24 @@ on a copy of the weights in its own thread lets training run on while the frame 
 view refreshes up to MAX_FPS (20) times a second and training keeps most of its headless speed.
 torch releases the GIL inside its kernels, so the two threads overlap on two cores.
 
+Three kinds of frame (`Frame.kind`):
+- "live", while training: the model view's ln q_K exact at LIVE_MODEL_RESOLUTION, the strips at
+  LIVE_STRIP_RESOLUTION with each depth resampled from the one before (core.grid: K inversions
+  per pixel instead of K(K+1)/2), refreshed on every STRIPS_EVERY-th frame (the frames between
+  carry the same `views` object, which the strips do not send again);
+- "preview", right after an edit or a step: the same, coarse, computed at once;
+- "exact", when paused: every depth through its exact inverse chain at the spec's resolution,
+  computed on the rendering thread (`request_exact`) so that a slow flow never blocks the page.
+
 Example:
     >>> live = LiveSession(ExperimentSpec.from_dict({"layers": [{"type": "affine_coupling"}]}))
     >>> live.step_once(), live.step
     (True, 1)
-    >>> live.render().views.log_q.shape[0]   # depths 0..K
-    2
+    >>> frame = live.render()
+    >>> frame.views.log_q.shape[0], frame.kind   # depths 0..K
+    (2, 'exact')
+    >>> live.preview().kind, live.preview().views.exact
+    ('preview', False)
     >>> live.close()
 """
 
@@ -31,7 +43,7 @@ import torch
 
 from flowviz.core.build import build_base, build_flow, build_layer
 from flowviz.core.flow import Flow
-from flowviz.core.grid import GridRequest, GridViews, evaluate_grid, target_image
+from flowviz.core.grid import GridRequest, GridViews, evaluate_grid, output_log_prob, target_image
 from flowviz.core.layers import Layer
 from flowviz.core.ledger import Ledger, follow
 from flowviz.core.spec import ExperimentSpec, LayerSpec
@@ -39,8 +51,12 @@ from flowviz.core.training import Evaluation, Trainer, TrainingDiverged
 
 SAMPLES_SHOWN = 600  # base samples pushed through the stack in the sample views
 TARGET_POINTS_SHOWN = 600
-LIVE_RESOLUTION = 48  # grid side while training runs; the spec's resolution when paused
+LIVE_MODEL_RESOLUTION = 96  # the model view's grid side while training; the spec's resolution when paused
+LIVE_STRIP_RESOLUTION = 64  # the strips' grid side while training
+PREVIEW_RESOLUTION = 48  # the first, coarse view after an edit, before the exact one (32 for a deep stack)
 MAX_FPS = 20.0
+STRIPS_EVERY = 2  # while training, the strips refresh on every 2nd frame, the model view on every one
+UNTAKEN_WAIT = 0.5  # seconds the rendering thread waits for the page to take its last frame
 
 
 class ComputeGate:
@@ -91,8 +107,10 @@ class Frame:
     """What the views draw, taken at one training step."""
 
     step: int
-    views: GridViews
+    views: GridViews  # every depth, for the strips (resampled depth to depth unless views.exact)
+    model: np.ndarray  # ln q_K on the model view's grid, through the exact inverse chain
     layer_titles: list[str]  # title of the layer at each depth 1..K
+    kind: str = "exact"  # "exact", "live" or "preview" (see the module)
 
 
 @dataclass
@@ -117,12 +135,20 @@ class LiveSession:
         self._snapshot_wanted = threading.Event()
         self._snapshot_ready = threading.Event()
         self._snapshot: tuple[Flow, int] | None = None
+        self._exact_wanted = threading.Event()
+        self._version = 0  # counts changes to the model (steps, edits): an exact frame of an older one is dropped
         self._frame_lock = threading.Lock()
         self._frame: Frame | None = None
+        self._taken = threading.Event()  # the last published frame was taken (or none was published)
+        self._taken.set()
         self._threads: list[threading.Thread] = []
         self.steps_per_frame = 0  # 0: as many as fit between frames; n: at most n (slow motion)
         self.error: str | None = None
         self.frames_rendered = 0
+        self.render_seconds = 0.0  # wall time spent computing live frames (for the benchmarks)
+        self._live_views: GridViews | None = None  # the strips of the last live frame, reused between refreshes
+        self._live_request: GridRequest | None = None
+        self._live_frames = 0
         self._step_times: deque[float] = deque(maxlen=400)
         self._frame_times: deque[float] = deque(maxlen=60)
         self._steps_since_snapshot = 0
@@ -137,6 +163,7 @@ class LiveSession:
             self.layer_ids = list(layer_ids) if layer_ids is not None else list(range(len(spec.layers)))
             self._modules = {i: (layer, module) for i, layer, module in zip(self.layer_ids, spec.layers, flow.layers)}
             self._prepare_views()
+            self._version += 1
 
     def _prepare_views(self) -> None:
         spec = self.spec
@@ -213,6 +240,7 @@ class LiveSession:
             self.spec, self.device, self.layer_ids, self._modules = spec, device, list(layer_ids), modules
             if target_changed:
                 self._prepare_views()
+            self._version += 1
             self.error = None
 
     # -- training -----------------------------------------------------------------------------------
@@ -227,6 +255,7 @@ class LiveSession:
                 return False
             if self.trainer.step_count % self.trainer.settings.eval_every == 0:
                 self.trainer.evaluate()
+            self._version += 1
             self._step_times.append(time.perf_counter())
             return True
 
@@ -243,17 +272,24 @@ class LiveSession:
         """Whether this session's training and rendering threads exist (until `close`)."""
         return bool(self._threads)
 
-    def play(self) -> None:
-        self.error = None
-        if not self._threads:
+    def _start_threads(self) -> None:
+        if not self._threads and not self._stop.is_set():
             self._threads = [threading.Thread(target=self._train_loop, name="flowviz-train", daemon=True),
                              threading.Thread(target=self._render_loop, name="flowviz-render", daemon=True)]
             for thread in self._threads:
                 thread.start()
+
+    def play(self) -> None:
+        self.error = None
+        self._start_threads()
         self._playing.set()
 
     def pause(self) -> None:
         self._playing.clear()
+        with self._frame_lock:
+            if self._frame is not None and self._frame.kind == "live":
+                self._frame = None  # a live frame not yet shown would come after the paused view
+                self._taken.set()
 
     def close(self) -> None:
         """Stop and join the threads (the session is gone). Idempotent."""
@@ -288,46 +324,96 @@ class LiveSession:
     def _render_loop(self) -> None:
         last = 0.0
         while not self._stop.is_set():
-            if not self._playing.wait(0.2) or self._stop.is_set():
-                continue
-            pause = 1 / MAX_FPS - (time.perf_counter() - last)
-            if pause > 0:
-                time.sleep(pause)
-            last = time.perf_counter()
-            self._snapshot_ready.clear()
-            self._snapshot_wanted.set()
-            if not self._snapshot_ready.wait(0.5):
-                continue
-            flow, step = self._snapshot
-            with self._gate:
-                frame = self._render(flow, step, min(LIVE_RESOLUTION, self.spec.view.resolution))
+            if self._playing.is_set():
+                pause = 1 / MAX_FPS - (time.perf_counter() - last)
+                if pause > 0:
+                    time.sleep(pause)
+                last = time.perf_counter()
+                self._live_frame()
+            elif self._exact_wanted.wait(0.2) and not self._stop.is_set():
+                self._exact_frame()
+
+    def _live_frame(self) -> None:
+        self._snapshot_ready.clear()
+        self._snapshot_wanted.set()
+        if not self._snapshot_ready.wait(0.5):
+            return
+        flow, step = self._snapshot
+        with self._gate:
+            started = time.perf_counter()
+            frame = self._render(flow, step, "live")
+            self.render_seconds += time.perf_counter() - started
+        # Flow control: a frame waits for the page to take the one before, so a slow page (or a
+        # busy server) gets fewer frames instead of frames computed for nothing; the next one is
+        # computed while the page paints this one.
+        self._taken.wait(UNTAKEN_WAIT)
+        if self._playing.is_set():  # (paused meanwhile: the exact frame stands in for it)
             self._publish(frame)
 
+    def _exact_frame(self) -> None:
+        self._exact_wanted.clear()
+        with self._lock:
+            flow, step, version = copy.deepcopy(self.flow), self.step, self._version
+        with self._gate:
+            frame = self._render(flow, step, "exact")
+        if version == self._version and not self._playing.is_set():  # else the model has moved on
+            self._publish(frame)
+
+    def request_exact(self) -> None:
+        """Render the exact frame of the current model on the rendering thread; `take_frame` gets it."""
+        self._start_threads()
+        self._exact_wanted.set()
+
     # -- frames -------------------------------------------------------------------------------------
-    def _render(self, flow: Flow, step: int, resolution: int) -> Frame:
-        request = replace(GridRequest.from_view(replace(self.spec.view, resolution=resolution)), grid_lines=13, line_points=33)
+    def _request(self, resolution: int) -> GridRequest:
+        view = replace(self.spec.view, resolution=min(resolution, self.spec.view.resolution))
+        return replace(GridRequest.from_view(view), grid_lines=13, line_points=33)
+
+    def _render(self, flow: Flow, step: int, kind: str) -> Frame:
         noise = flow.base.sample(SAMPLES_SHOWN, torch.Generator().manual_seed(self._noise_seed)).detach()
-        views = evaluate_grid(flow, request, noise)
+        if kind == "exact":
+            views = evaluate_grid(flow, self._request(self.spec.view.resolution), noise)
+            model = views.log_q[-1]
+        elif kind == "preview":
+            # A stack of 32 planar layers (bisection in every inverse) takes ~1 s at 48²: deep stacks get 32².
+            resolution = PREVIEW_RESOLUTION if len(flow.active()) <= 16 else 32
+            views = evaluate_grid(flow, self._request(resolution), noise, exact=False)
+            model = views.log_q[-1]
+        else:
+            request = self._request(LIVE_STRIP_RESOLUTION)
+            views, self._live_frames = self._live_views, self._live_frames + 1
+            due = self._live_frames % STRIPS_EVERY == 0
+            if due or views is None or views.layers != [i for i, _ in flow.active()] or self._live_request != request:
+                views = self._live_views = evaluate_grid(flow, request, noise, exact=False)
+                self._live_request = request
+            model = output_log_prob(flow, self._request(LIVE_MODEL_RESOLUTION))
         titles = [flow.layers[i].info.title for i in views.layers]
-        return Frame(step, views, titles)
+        return Frame(step, views, model, titles, kind)
 
     def _publish(self, frame: Frame) -> None:
         with self._frame_lock:
             self._frame = frame
+            self._taken.clear()
             self.frames_rendered += 1
             self._frame_times.append(time.perf_counter())
 
-    def render(self, resolution: int | None = None) -> Frame:
-        """Render now, in the caller's thread (used while paused and after edits); also published."""
+    def render(self) -> Frame:
+        """The exact frame, now, in the caller's thread (outside a server: tests, tools); also published."""
         with self._lock:
-            frame = self._render(self.flow, self.step, resolution or self.spec.view.resolution)
+            frame = self._render(self.flow, self.step, "exact")
         self._publish(frame)
         return frame
+
+    def preview(self) -> Frame:
+        """A coarse frame of the current model, now, in the caller's thread (not published)."""
+        with self._lock:
+            return self._render(self.flow, self.step, "preview")
 
     def take_frame(self) -> Frame | None:
         """The newest frame not yet taken, or None."""
         with self._frame_lock:
             frame, self._frame = self._frame, None
+            self._taken.set()
         return frame
 
     # -- rates --------------------------------------------------------------------------------------

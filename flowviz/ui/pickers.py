@@ -6,17 +6,18 @@ from __future__ import annotations
 import base64
 import functools
 import io
+import time
 from typing import ClassVar
 
 import numpy as np
 import panel as pn
 import param
-from matplotlib import colormaps
 from panel.custom import JSComponent
 from PIL import Image
 
 from flowviz.core.grid import GridRequest, target_image
 from flowviz.core.targets import TARGETS
+from flowviz.ui.plots import DENSITY_PALETTE
 
 
 @functools.cache
@@ -24,7 +25,8 @@ def _thumbnail(name: str, size: int = 56) -> str:
     """A PNG data URL of target `name`'s density: computed once per process, read-only after."""
     density = target_image(TARGETS[name](), GridRequest(resolution=size), samples=20_000)
     top = float(np.quantile(density, 0.995)) or 1.0
-    rgba = colormaps["viridis"](np.clip(density / top, 0, 1)[::-1], bytes=True)
+    palette = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in DENSITY_PALETTE], np.uint8)
+    rgba = palette[np.rint(np.clip(density / top, 0, 1)[::-1] * (len(palette) - 1)).astype(np.intp)]
     buffer = io.BytesIO()
     Image.fromarray(rgba).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -160,5 +162,47 @@ export function render({ model }) {
   const report = () => model.send_msg({ width: Math.round(window.innerWidth) });
   window.addEventListener('resize', () => { clearTimeout(timer); timer = setTimeout(report, 300); });
   report();
+  return document.createElement('span');
+}"""
+
+
+class FrameClock(JSComponent):
+    """Frames shown and frames the page has painted, so that a page gets a new frame only once it
+    has drawn the last one. Without it, frames queue in the socket and the page falls seconds
+    behind (and a click's effect shows only after the queue), when its machine cannot paint as
+    fast as the server sends.
+    """
+
+    shown = param.Integer(default=0, doc="frames sent to the page")
+    timeout_s = param.Number(default=1.0, doc="a page that has not answered by then gets the next frame anyway")
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.painted = 0
+        self.answer_seconds = 0.0  # summed over frames: from sending one to the page saying it painted it
+        self._sent_at = 0.0
+
+    def ready(self) -> bool:
+        """Whether the page has painted every frame sent (or stayed silent past the timeout)."""
+        return self.painted >= self.shown or time.perf_counter() - self._sent_at > self.timeout_s
+
+    def sent(self) -> None:
+        """Count one more frame, in the same message as the frame's own changes (call it last)."""
+        self._sent_at = time.perf_counter()
+        self.shown += 1
+
+    def _handle_msg(self, data) -> None:
+        if isinstance(data, dict) and isinstance(data.get("painted"), int):
+            if data["painted"] == self.shown > self.painted:
+                self.answer_seconds += time.perf_counter() - self._sent_at
+            self.painted = max(self.painted, data["painted"])
+
+    _esm = """
+export function render({ model }) {
+  // After the next animation frame the views that changed with `shown` have been painted.
+  model.on('shown', () => {
+    const shown = model.shown;
+    requestAnimationFrame(() => setTimeout(() => model.send_msg({ painted: shown }), 0));
+  });
   return document.createElement('span');
 }"""

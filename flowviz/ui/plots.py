@@ -1,8 +1,11 @@
 """The explorer's square plots, in Bokeh: the target beside the model, the flow through depth, the loss.
 
-Plain Bokeh objects, no Panel and no session state: the views in overview.py own them and feed
-them numpy. Colour scales are fixed mappers whose `high` moves only when the data outgrow it by a
-clear margin, so colours do not flicker between frames. Every update is float32, sent as binary.
+Plain Bokeh objects, no Panel and no session state: the views in views.py own them and feed them
+numpy. Colour scales are fixed mappers whose `high` moves only when the data outgrow it by a clear
+margin, so colours do not flicker between frames. Exact (paused) images travel as float32, so a
+hover reads the computed value; live and preview images travel as one byte per pixel, the index of
+the pixel's colour (`ColorScale`), a quarter of the bytes, and a hover reads the value back to
+within half a colour step, marked ≈.
 """
 
 from __future__ import annotations
@@ -10,18 +13,64 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from bokeh.models import ColumnDataSource, HoverTool, LinearColorMapper, Range1d
+from bokeh.models import ColumnDataSource, CustomJSHover, HoverTool, LinearColorMapper, Range1d
+from bokeh.palettes import RdBu11, Viridis256, interp_palette
 from bokeh.plotting import figure
-from matplotlib import colormaps
-from matplotlib.colors import to_hex
 
 from flowviz.core.grid import GridViews
 from flowviz.core.spec import ViewSpec
 from flowviz.figures import start_colors
 from flowviz.ui.layout import Sizes
 
-DENSITY_PALETTE = [to_hex(c) for c in colormaps["viridis"](np.linspace(0, 1, 256))]
-LOG_DET_PALETTE = [to_hex(c) for c in colormaps["RdBu_r"](np.linspace(0, 1, 256))]
+LEVELS = 255  # colours in a scale: a byte per pixel holds the index 0..254, and 255 for "not a number"
+DENSITY_PALETTE = list(interp_palette(Viridis256, LEVELS))
+LOG_DET_PALETTE = list(interp_palette(RdBu11, LEVELS))  # Bokeh's RdBu runs blue to red: matplotlib's RdBu_r
+NAN_COLOR = "#ffffff"
+
+# The value under the pointer: as computed for an exact image; from its colour index for a byte image.
+_HOVER_JS = """
+if (glyph.color_mapper !== indices) return value.toFixed(3) + unit;
+if (value >= LEVELS) return "not a number";
+const step = (scale.high - scale.low) / LEVELS;
+return "≈ " + (scale.low + (value + 0.5) * step).toFixed(3) + " ± " + (step / 2).toPrecision(1) + unit;
+""".replace("LEVELS", str(LEVELS))
+
+
+class ColorScale:
+    """A colour scale in real units (`mapper`, the one colour bars show) and its byte form: `encode`
+    turns values into colour indices, which `indices` draws in the same colours.
+
+    Example:
+        >>> scale = ColorScale(DENSITY_PALETTE, 0.0, 1.0)
+        >>> scale.encode(np.array([0.0, 0.5, 1.0, 7.0, np.nan]), quantised=True).tolist()
+        [0, 127, 254, 254, 255]
+    """
+
+    def __init__(self, palette: list[str], low: float, high: float):
+        self.mapper = LinearColorMapper(palette=palette, low=low, high=high, nan_color=NAN_COLOR)
+        # Index i maps to colour i: (i + 0.5) / LEVELS of the way up; LEVELS (not a number) is above it.
+        self.indices = LinearColorMapper(palette=palette, low=-0.5, high=LEVELS - 0.5, high_color=NAN_COLOR)
+
+    def encode(self, values: np.ndarray, quantised: bool) -> np.ndarray:
+        if not quantised:
+            return values.astype(np.float32)
+        low, high = self.mapper.low, self.mapper.high
+        with np.errstate(invalid="ignore"):
+            scaled = np.floor((values - low) * (LEVELS / (high - low)))
+        out = np.clip(np.nan_to_num(scaled, nan=0.0, posinf=LEVELS - 1, neginf=0), 0, LEVELS - 1).astype(np.uint8)
+        out[np.isnan(values)] = LEVELS
+        return out
+
+    def draw_with(self, renderer, quantised: bool) -> None:
+        """Colour `renderer`'s image by value, or by the byte indices `encode(..., quantised=True)` made."""
+        wanted = self.indices if quantised else self.mapper
+        if renderer.glyph.color_mapper is not wanted:
+            renderer.glyph.color_mapper = wanted
+
+    def hover(self, renderer, label: str, unit: str = "") -> HoverTool:
+        formatter = CustomJSHover(args={"glyph": renderer.glyph, "indices": self.indices, "scale": self.mapper,
+                                        "unit": unit}, code=_HOVER_JS)
+        return HoverTool(renderers=[renderer], tooltips=[(label, "@image{custom}")], formatters={"@image": formatter})
 
 
 def nice_ceiling(value: float) -> float:
@@ -98,19 +147,20 @@ class TargetAndModel:
     the followed point's path z_0 .. z_K on top."""
 
     def __init__(self, view: ViewSpec):
-        self.mapper = LinearColorMapper(palette=DENSITY_PALETTE, low=0.0, high=1.0)
+        self.scale = ColorScale(DENSITY_PALETTE, 0.0, 1.0)
+        self.mapper = self.scale.mapper
         self.target_plot, self.model_plot = SquarePlot("Target p", view), SquarePlot("Model q_K", view)
         self.target_fig, self.model_fig = self.target_plot.fig, self.model_plot.fig
         self.target = ColumnDataSource({"image": [np.zeros((2, 2), np.float32)]})
         self.model = ColumnDataSource({"image": [np.zeros((2, 2), np.float32)]})
         self.points = ColumnDataSource({"x": np.zeros(0, np.float32), "y": np.zeros(0, np.float32)})
         self._target_image = self.target_plot.image(self.target, self.mapper, view)
-        model_image = self.model_plot.image(self.model, self.mapper, view)
+        self.model_image = self.model_plot.image(self.model, self.mapper, view)
         self.overlay = self.model_fig.scatter("x", "y", source=self.points, size=2.5, color="#ffffff", alpha=0.6,
                                               visible=False)
-        self._target_hover = HoverTool(renderers=[self._target_image], tooltips=[("density", "@image{0.000}")])
+        self._target_hover = self.scale.hover(self._target_image, "density")
         self.target_fig.add_tools(self._target_hover)
-        self.model_fig.add_tools(HoverTool(renderers=[model_image], tooltips=[("density", "@image{0.000}")]))
+        self.model_fig.add_tools(self.scale.hover(self.model_image, "density"))
         self.drawn = ColumnDataSource({"x": np.zeros(0), "y": np.zeros(0)})
         self.target_fig.scatter("x", "y", source=self.drawn, size=4, color="#ff7f0e", line_color=None, alpha=0.85)
         self.path = ColumnDataSource({"x": [], "y": []})
@@ -153,8 +203,10 @@ class TargetAndModel:
         self.target.data = {"image": [density.astype(np.float32)]}
         self.points.data = {"x": points[:, 0].astype(np.float32), "y": points[:, 1].astype(np.float32)}
 
-    def update(self, views: GridViews) -> None:
-        self.model.data.update(image=[np.exp(views.log_q[-1]).astype(np.float32)])
+    def update(self, log_q: np.ndarray, quantised: bool = False) -> None:
+        """The model's ln q_K on the view grid (any resolution); `quantised`: as colour indices."""
+        self.scale.draw_with(self.model_image, quantised)
+        self.model.data.update(image=[self.scale.encode(np.exp(log_q), quantised)])
 
 
 class DepthAnimation:
@@ -163,10 +215,11 @@ class DepthAnimation:
     def __init__(self, view: ViewSpec):
         self.plot = SquarePlot("Through the flow: base → output", view)
         self.fig = self.plot.fig
-        self.mapper = LinearColorMapper(palette=DENSITY_PALETTE, low=0.0, high=1.0)
+        self.scale = ColorScale(DENSITY_PALETTE, 0.0, 1.0)
+        self.mapper = self.scale.mapper
         # Depth k under depth k+1, the upper one faded in by the fractional part of t.
         self.images = ColumnDataSource({"image": [np.zeros((2, 2), np.float32)] * 2, "alpha": [1.0, 0.0]})
-        self.plot.image(self.images, self.mapper, view, global_alpha="alpha")
+        self.renderer = self.plot.image(self.images, self.mapper, view, global_alpha="alpha")
         self.points = ColumnDataSource({"x": np.zeros(0, np.float32), "y": np.zeros(0, np.float32),
                                         "color": np.zeros(0, np.uint32)})
         self.fig.scatter("x", "y", source=self.points, color="color", size=3, line_color=None, alpha=0.9)
@@ -183,8 +236,9 @@ class DepthAnimation:
         self.plot.set_view(view)
         self.caption.data = {"x": [view.xmin], "y": [view.ymax], "text": self.caption.data["text"]}
 
-    def show(self, views: GridViews, titles: list[str], t: float) -> None:
-        """Draw depth t (0 = base, K = output; fractions blend the two neighbouring depths)."""
+    def show(self, views: GridViews, titles: list[str], t: float, quantised: bool = False) -> None:
+        """Draw depth t (0 = base, K = output; fractions blend the two neighbouring depths);
+        `quantised`: the images as colour indices."""
         depth = views.log_q.shape[0] - 1
         t = min(max(t, 0.0), float(depth))
         k = min(math.floor(t), max(depth - 1, 0))
@@ -192,7 +246,8 @@ class DepthAnimation:
         density = np.exp(views.log_q)
         self.mapper.high = steady_high(self.mapper.high, float(np.quantile(density[np.isfinite(density)], 0.995)))
         upper = min(k + 1, depth)
-        self.images.data = {"image": [density[k].astype(np.float32), density[upper].astype(np.float32)],
+        self.scale.draw_with(self.renderer, quantised)
+        self.images.data = {"image": [self.scale.encode(density[k], quantised), self.scale.encode(density[upper], quantised)],
                             "alpha": [1.0, float(f)]}
         points = ((1 - f) * views.samples[k] + f * views.samples[upper]).astype(np.float32)
         if self._colors_for != points.shape[0]:

@@ -101,6 +101,7 @@ class ExperimentState(param.Parameterized):
         self.live = LiveSession(spec, gate=gate)
         super().__init__(spec=spec, layer_ids=list(self.live.layer_ids), **params)
         self.frames_shown = 0
+        self.exact_in_background = False  # the explorer sets it in a server session
         self._push_times: deque[float] = deque(maxlen=60)
         self._brush = np.random.default_rng(spec.seed)
         self.render_now()
@@ -265,18 +266,27 @@ class ExperimentState(param.Parameterized):
         self.param.update(explain=False, message="")
         self.render_now()
 
-    def tick(self) -> None:
-        """Show the newest frame, if there is one (the page's periodic callback calls this)."""
+    def tick(self, take: bool = True) -> bool:
+        """Show the newest frame, if there is one and `take` (the page's periodic callback calls this,
+        with take=False while the page has not yet painted the last one); True if one was shown."""
         if self.live.error and self.playing:
             self.say(self.live.error)
             self.playing = False
-        frame = self.live.take_frame()
+        frame = self.live.take_frame() if take else None
         if frame is not None:
             self.show(frame)
+        return frame is not None
 
     def render_now(self) -> None:
-        self.show(self.live.render())
-        self.live.take_frame()
+        """Show the current model: at once and exact outside a server; in a server session a coarse
+        preview at once, and the exact frame from the rendering thread when it is ready (a slow flow
+        must not hold up the server's event loop, which every session shares)."""
+        if self.exact_in_background:
+            self.show(self.live.preview())
+            self.live.request_exact()
+        else:
+            self.show(self.live.render())
+            self.live.take_frame()
 
     def show(self, frame: Frame) -> None:
         self.frames_shown += 1

@@ -11,13 +11,22 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from bokeh.models import ColorBar, ColumnDataSource, HoverTool, LinearColorMapper, Range1d
+from bokeh.models import ColorBar, ColumnDataSource, Range1d
 from bokeh.plotting import figure
 
 from flowviz.core.grid import GridViews
 from flowviz.core.spec import ViewSpec
 from flowviz.ui.layout import Sizes
-from flowviz.ui.plots import DENSITY_PALETTE, LOG_DET_PALETTE, bare, depth_label, draw_ring, packed_colors, steady_high
+from flowviz.ui.plots import (
+    DENSITY_PALETTE,
+    LOG_DET_PALETTE,
+    ColorScale,
+    bare,
+    depth_label,
+    draw_ring,
+    packed_colors,
+    steady_high,
+)
 
 MAX_COLUMNS = 9
 GAP = 0.08  # gap between panels, as a fraction of the view width
@@ -151,20 +160,21 @@ class ImageStrip(Strip):
         super().__init__(title, marks)
         self.column = column  # "density" or "log_det"
         density = column == "density"
-        self.mapper = LinearColorMapper(palette=DENSITY_PALETTE if density else LOG_DET_PALETTE,
-                                        low=0.0 if density else -1.0, high=1.0, nan_color="#ffffff")
+        self.scale = ColorScale(DENSITY_PALETTE if density else LOG_DET_PALETTE, 0.0 if density else -1.0, 1.0)
+        self.mapper = self.scale.mapper
         self.images = images
-        renderer = self.figure.image(column, x="x", y="y", dw="dw", dh="dh", source=images, color_mapper=self.mapper)
+        self.renderer = self.figure.image(column, x="x", y="y", dw="dw", dh="dh", source=images, color_mapper=self.mapper)
         self.figure.add_layout(ColorBar(color_mapper=self.mapper, width=12, title="per unit area" if density else "nats",
                                         title_text_font_size="13px", major_label_text_font_size="13px"), "right")
-        tooltip = ("q_k", "@image{0.000}") if density else ("ln|det J|", "@image{0.000} nats")
-        self.figure.add_tools(HoverTool(renderers=[renderer], tooltips=[tooltip]))
+        self.figure.add_tools(self.scale.hover(self.renderer, "q_k" if density else "ln|det J|", "" if density else " nats"))
         self.overlay = ColumnDataSource({"x": np.zeros(0, np.float32), "y": np.zeros(0, np.float32)})
         self.overlay_renderer = self.figure.scatter("x", "y", source=self.overlay, size=2, color="#ffffff",
                                                     alpha=0.55, visible=False)
 
-    def columns(self, views: GridViews, view: ViewSpec, titles: list[str], cumulative: bool = False) -> dict:
-        """This strip's new columns, for `send_images` to send with the other strip's at once."""
+    def columns(self, views: GridViews, view: ViewSpec, titles: list[str], cumulative: bool = False,
+                quantised: bool = False) -> dict:
+        """This strip's new columns, for `send_images` to send with the other strip's at once;
+        `quantised`: the images as colour indices (a byte per pixel)."""
         depths = views.log_q.shape[0]
         layout = self.arrange(view, depths, titles)
         if self.column == "density":
@@ -177,7 +187,8 @@ class ImageStrip(Strip):
             top = steady_high(self.mapper.high, max(float(np.quantile(finite, 0.995)) if finite.size else 0.0, 0.1))
             self.mapper.low, self.mapper.high = -top, top
         offsets = layout.offsets()
-        return {self.column: list(data.astype(np.float32)), "x": list(layout.x0 + offsets[:, 0]),
+        self.scale.draw_with(self.renderer, quantised)
+        return {self.column: list(self.scale.encode(data, quantised)), "x": list(layout.x0 + offsets[:, 0]),
                 "y": list(layout.y0 + offsets[:, 1]), "dw": [layout.w] * depths, "dh": [layout.h] * depths}
 
     def show_overlay(self, points: np.ndarray | None) -> None:

@@ -29,6 +29,13 @@ from flowviz.ui.strips import ImageStrip, SampleStrip, image_source, send_images
 from flowviz.ui.teaching import LEDGER_CSS, formula_tex, ledger_html, step_explanation
 
 ANIMATION_STEPS = 24  # animation ticks per layer
+# What the density strip shows, by Frame.kind: the page says when it is not the exact chain.
+DENSITY_TITLES = {
+    "exact": "Density q_k after each layer (exact: each depth through its inverse chain)",
+    "live": "Density q_k after each layer (live preview: each depth resampled from the one before; "
+            "pause for the exact chain)",
+    "preview": "Density q_k after each layer (coarse preview; the exact view follows)",
+}
 SPEEDS = {"as fast as it goes": 0, "1 step per frame": 1, "2 steps per frame": 2, "5 steps per frame": 5,
           "20 steps per frame": 20, "100 steps per frame": 100}
 LEDGER_HINT = ("<p><b>Follow a point.</b> Click any panel of the density, ln|det J| or sample strips, or the "
@@ -248,7 +255,7 @@ class Overview(StateView):
         frame, state = self.state.frame, self.state
         if frame is None:
             return
-        self.target_model.update(frame.views)
+        self.target_model.update(frame.model, quantised=frame.kind != "exact")
         self.player.end = max(len(frame.views.layers), 1) * ANIMATION_STEPS
         # While training, the animation (a fourth view of the same frame) refreshes every few frames.
         if not state.playing or state.frames_shown % ANIMATION_EVERY == 0:
@@ -258,7 +265,8 @@ class Overview(StateView):
     def _animate(self) -> None:
         frame = self.state.frame
         if frame is not None:
-            self.animation.show(frame.views, frame.layer_titles, self.player.value / ANIMATION_STEPS)
+            self.animation.show(frame.views, frame.layer_titles, self.player.value / ANIMATION_STEPS,
+                                quantised=frame.kind != "exact")
 
     @param.depends("state.ledger", watch=True)
     def _show_path(self) -> None:
@@ -294,7 +302,7 @@ class StripsView(StateView):
     def __init__(self, state: ExperimentState, **params):
         super().__init__(state, **params)
         images, marks = image_source(), ColumnDataSource({"x": [], "y": []})
-        self.density = ImageStrip("density", "Density q_k after each layer", images, marks)
+        self.density = ImageStrip("density", DENSITY_TITLES["exact"], images, marks)
         self.log_det = ImageStrip("log_det", "ln|det J_k| of each layer, in nats: red expands area, blue contracts it",
                                   images, marks)
         self.samples = SampleStrip("Samples z_k after each layer, coloured by where they start in the base", marks)
@@ -308,6 +316,7 @@ class StripsView(StateView):
         self.panels = {"density": pn.Column(self.overlay, self.density.figure, sizing_mode="stretch_width"),
                        "log_det": pn.Column(self.cumulative, self.log_det.figure, sizing_mode="stretch_width"),
                        "samples": pn.Column(self.samples.figure, sizing_mode="stretch_width")}
+        self._drawn = None  # the views last sent
         self._draw()
 
     def tap(self, strip, x: float, y: float) -> None:
@@ -316,14 +325,25 @@ class StripsView(StateView):
         if found is not None:
             self.state.follow(*found)
 
-    @param.depends("state.frame", "state.cumulative", watch=True)
+    @param.depends("state.frame", watch=True)
+    def _new_frame(self) -> None:
+        frame = self.state.frame
+        if frame is not None and frame.views is not self._drawn:  # else a live frame that refreshed only the model view
+            self._draw()
+
+    @param.depends("state.cumulative", watch=True)
     def _draw(self) -> None:
         frame, spec = self.state.frame, self.state.spec
         if frame is None:
             return
         views, titles = frame.views, frame.layer_titles
-        send_images(self.density.images, [self.density.columns(views, spec.view, titles),
-                                          self.log_det.columns(views, spec.view, titles, self.state.cumulative)])
+        self._drawn = views
+        if self.density.figure.title.text != DENSITY_TITLES[frame.kind]:
+            self.density.figure.title.text = DENSITY_TITLES[frame.kind]
+        quantised = frame.kind != "exact"
+        send_images(self.density.images, [self.density.columns(views, spec.view, titles, quantised=quantised),
+                                          self.log_det.columns(views, spec.view, titles, self.state.cumulative,
+                                                               quantised)])
         self.samples.update(views, spec.view, titles)
         self._show_overlay()
         self._show_marks()

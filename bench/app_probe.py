@@ -1,0 +1,40 @@
+"""The app as `panel serve flowviz/app.py` serves it, plus a probe for bench/app_rate.py.
+
+Every 0.5 s the probe writes, to the file named by FV_PROBE, what the server side did so far: the
+event loop's CPU seconds (the main thread's `time.thread_time`, read from a callback on that loop),
+the frames this page was sent, the frames rendered and the seconds spent rendering them, and the
+grid sides of the last frame (the model view's and the strips').
+
+    FV_PROBE=/tmp/probe.json panel serve bench/app_probe.py
+"""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import panel as pn
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from flowviz.app import _link_from_request, create_app
+
+torch.set_num_threads(1)  # as flowviz/app.py sets them
+sys.setswitchinterval(0.001)
+pn.extension("katex", notifications=False)
+template = create_app(_link_from_request())
+explorer = template.explorer
+
+
+def report() -> None:
+    frame, live = explorer.state.frame, explorer.state.live
+    data = {"event_loop_s": time.thread_time(), "frames_shown": explorer.state.frames_shown,
+            "frames_rendered": live.frames_rendered, "render_s": live.render_seconds, "step": live.step, "answer_s": explorer.clock.answer_seconds,
+            "kind": frame.kind if frame else "", "model_px": int(frame.model.shape[0]) if frame else 0,
+            "strip_px": int(frame.views.log_q.shape[1]) if frame else 0}
+    Path(os.environ["FV_PROBE"]).write_text(json.dumps(data))
+
+
+pn.state.add_periodic_callback(report, period=500)
+template.servable(title="flowviz")
