@@ -103,21 +103,26 @@ def _play_toggle(document: object) -> str | None:
 def _frame_clock(document: object) -> tuple[str, str] | None:
     """(component id, data-model id) of the page's FrameClock in a pulled document (its JSON): a
     browser tells it when it has painted a frame, and gets the next frame only then."""
-    found = []
+    models: dict[str, dict] = {}
 
-    def visit(node):
+    def collect(node):
         if isinstance(node, dict):
-            data = node.get("attributes", {}).get("data") if isinstance(node.get("attributes"), dict) else None
-            if isinstance(data, dict) and {"shown", "timeout_s"} <= set(data.get("attributes", {})):
-                found.append((node["id"], data["id"]))
+            if isinstance(node.get("id"), str) and isinstance(node.get("attributes", {}), dict):
+                models[node["id"]] = node
             for value in node.values():
-                visit(value)
+                collect(value)
         elif isinstance(node, list):
             for value in node:
-                visit(value)
+                collect(value)
 
-    visit(document)
-    return found[0] if found else None
+    collect(document)
+    # The component's parameters live in a data model of a type Panel names after the class.
+    clocks = {i for i, model in models.items() if str(model.get("name", "")).startswith("FrameClock")}
+    for model in models.values():
+        data = model.get("attributes", {}).get("data")
+        if isinstance(data, dict) and data.get("id") in clocks:
+            return model["id"], data["id"]
+    return None
 
 
 def _painted(component: str, shown: int) -> dict:
@@ -222,7 +227,7 @@ async def classroom(url: str, pid: list[int], sessions: int, seconds: float, war
     joined: list[float] = []
     await attend(url, Student(), stop, joined=joined)  # one more page, while the others train
     click.set()
-    await asyncio.sleep(6)  # every student presses Pause within 3 s
+    await asyncio.sleep(13)  # every student presses Pause within 3 s; 10 s more for the page to see it
     stop.set()
     fps, steps = [], []
     for student, mark in zip(students, marks):
