@@ -15,7 +15,7 @@ Two ways to get log_q[k], chosen by `exact`:
   grid inversions in K batches.
 - resampled (the live view while training): depth k from depth k-1 by one inversion per pixel,
   ln q_k(x) = ln q_{k-1}(f_k⁻¹(x)) + ln|det J_{f_k⁻¹}(x)|, reading ln q_{k-1} (and the cumulative
-  log-det) bilinearly off the previous depth's image. K grid inversions, every one on the regular
+  log-det) off the previous depth's image, bicubically (bilinearly where the cubic overshoots). K grid inversions, every one on the regular
   grid. A pixel whose preimage falls outside the view box, or next to a pixel that is not finite,
   takes the exact chain instead, so the error is only the interpolation's, inside the box.
 Every first inversion is on the regular grid, where a coupling layer runs its network once per row
@@ -35,7 +35,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -96,18 +96,6 @@ class GridViews:
     layers: list[int]  # stack position of the layer at each depth 1..K
     exact: bool = True  # False: log_q and cum_log_det were resampled depth to depth (see the module)
 
-    def resized(self, resolution: int) -> GridViews:
-        """The images on a coarser (or finer) grid of the same box, bilinearly; points unchanged."""
-        if resolution == len(self.x):
-            return self
-        def resize(images: np.ndarray) -> np.ndarray:
-            out = torch.nn.functional.interpolate(torch.from_numpy(images)[:, None], size=(resolution, resolution),
-                                                  mode="bilinear", align_corners=True, antialias=resolution < len(self.x))
-            return out[:, 0].numpy()
-        return replace(self, x=np.linspace(self.x[0], self.x[-1], resolution, dtype=np.float32),
-                       y=np.linspace(self.y[0], self.y[-1], resolution, dtype=np.float32), log_q=resize(self.log_q),
-                       log_det=resize(self.log_det), cum_log_det=resize(self.cum_log_det))
-
 
 @torch.no_grad()
 def evaluate_grid(flow: Flow, request: GridRequest, base_samples: Tensor | None = None,
@@ -152,7 +140,6 @@ def _exact_chains(flow: Flow, active, request: GridRequest, xs: Tensor, ys: Tens
     """(log_q, own, cum), each (K+1, R²), every depth's copy inverted down to the base."""
     depth = len(active)
     r2 = request.resolution**2
-
     # Block j of `chain` (rows [j R², (j+1) R²)) holds the grid copy that started at depth K - j;
     # after layer k's pass, blocks 0..K-k are at depth k - 1. Filled in place: no growing copies.
     chain = grid.new_empty(depth * r2, 2)
@@ -190,10 +177,8 @@ def _resampled_chains(flow: Flow, active, request: GridRequest, xs: Tensor, ys: 
         cum[k] = torch.where(read, cum_prev - ladj, 0.0)
         missed = (~read).nonzero().squeeze(1)
         if len(missed):  # preimage off the image: the exact chain for those pixels alone
-            points, point_cum = preimage[missed].clone(), -ladj[missed]
-            for j in range(k - 1, 0, -1):
-                _inverse_in_place(active[j - 1][1], points, point_cum)
-            log_q[k, missed] = flow.base.log_prob(points) - point_cum
+            point_cum = -ladj[missed]
+            log_q[k, missed] = _to_base(flow, active[: k - 1], preimage[missed].clone(), point_cum)
             cum[k, missed] = point_cum
     return log_q, own, cum
 
@@ -208,9 +193,9 @@ def _bicubic(request: GridRequest, points: Tensor, *images: Tensor) -> tuple[lis
     u = (points[:, 0] - request.xmin) / (request.xmax - request.xmin) * (side - 1)
     v = (points[:, 1] - request.ymin) / (request.ymax - request.ymin) * (side - 1)
     inside = (u >= 1) & (u <= side - 2) & (v >= 1) & (v <= side - 2)  # (NaN compares False)
-    where = torch.stack([u, v], -1).nan_to_num(0.0) * (2 / (side - 1)) - 1  # align_corners: pixel centres at ±1
+    # grid_sample's coordinates, with align_corners: the first and last pixel centres at -1 and 1
+    where = (torch.stack([u, v], -1).nan_to_num(0.0) * (2 / (side - 1)) - 1).view(1, 1, -1, 2)
     stacked = torch.stack(images).view(1, len(images), side, side)  # rows follow y
-    where = where.view(1, 1, -1, 2)
     cubic, linear = (torch.nn.functional.grid_sample(stacked, where, mode=mode, padding_mode="border", align_corners=True)
                      .view(len(images), -1) for mode in ("bicubic", "bilinear"))
     # Cubic interpolation overshoots next to a steep fall (ln q from -10 to -5000 across a pixel):
@@ -239,10 +224,7 @@ def output_log_prob(flow: Flow, request: GridRequest) -> np.ndarray:
             log_q = flow.base.log_prob(request.points().to(flow.device))
         else:
             points, ladj = active[-1][1].inverse_on_grid(xs, ys)
-            points, cum = points.clone(), -ladj
-            for _, layer in reversed(active[:-1]):
-                _inverse_in_place(layer, points, cum)
-            log_q = flow.base.log_prob(points) - cum
+            log_q = _to_base(flow, active[:-1], points.clone(), -ladj)
         return _numpy(log_q.view(request.resolution, request.resolution))
 
 
@@ -259,6 +241,14 @@ def _inverse_in_place(layer, points: Tensor, cum: Tensor) -> None:
         out, ladj = layer.inverse(part)
         part.copy_(out)
         part_cum.sub_(ladj)
+
+
+def _to_base(flow: Flow, active, points: Tensor, cum: Tensor) -> Tensor:
+    """ln q at points of the depth above `active` (base side first), `cum` their log-det so far:
+    inverted through every layer of `active` down to the base, in place."""
+    for _, layer in reversed(active):
+        _inverse_in_place(layer, points, cum)
+    return flow.base.log_prob(points) - cum
 
 
 def _numpy(t: Tensor) -> np.ndarray:
