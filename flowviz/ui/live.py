@@ -112,6 +112,11 @@ class Frame:
     layer_titles: list[str]  # title of the layer at each depth 1..K
     kind: str = "exact"  # "exact", "live" or "preview" (see the module)
 
+    @property
+    def transient(self) -> bool:
+        """A live or preview frame: soon replaced, so the page gets it as colour indices, a byte a pixel."""
+        return self.kind != "exact"
+
 
 @dataclass
 class TargetPicture:

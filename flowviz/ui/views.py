@@ -255,7 +255,7 @@ class Overview(StateView):
         frame, state = self.state.frame, self.state
         if frame is None:
             return
-        self.target_model.update(frame.model, quantised=frame.kind != "exact")
+        self.target_model.update(frame.model, quantised=frame.transient)
         self.player.end = max(len(frame.views.layers), 1) * ANIMATION_STEPS
         # While training, the animation (a fourth view of the same frame) refreshes every few frames.
         if not state.playing or state.frames_shown % ANIMATION_EVERY == 0:
@@ -266,7 +266,7 @@ class Overview(StateView):
         frame = self.state.frame
         if frame is not None:
             self.animation.show(frame.views, frame.layer_titles, self.player.value / ANIMATION_STEPS,
-                                quantised=frame.kind != "exact")
+                                quantised=frame.transient)
 
     @param.depends("state.ledger", watch=True)
     def _show_path(self) -> None:
@@ -340,7 +340,7 @@ class StripsView(StateView):
         self._drawn = views
         if self.density.figure.title.text != DENSITY_TITLES[frame.kind]:
             self.density.figure.title.text = DENSITY_TITLES[frame.kind]
-        quantised = frame.kind != "exact"
+        quantised = frame.transient
         send_images(self.density.images, [self.density.columns(views, spec.view, titles, quantised=quantised),
                                           self.log_det.columns(views, spec.view, titles, self.state.cumulative,
                                                                quantised)])
