@@ -146,6 +146,20 @@ def test_tanh_equation_solver_handles_the_invertibility_edge():
     torch.testing.assert_close(v + c * torch.tanh(k * v), t, atol=1e-9, rtol=0)
 
 
+
+@pytest.mark.parametrize("ck", [-1.0, -1 + 1e-7, -0.5, 0.0, 2.0, 40.0, 400.0])
+@pytest.mark.parametrize("per_point_d", [False, True])
+def test_tanh_equation_solver_settles_every_point(ck, per_point_d):
+    """Steep (ck = 400: Newton alone cycles on tanh), flat (ck = -1: f' vanishes at the root) and
+    k = 0, with Sylvester's per-point offset d: every root to 1e-9 of the residual, never NaN."""
+    generator = torch.Generator().manual_seed(0)
+    t = torch.randn(4096, generator=generator, dtype=torch.float64) * 20
+    d = torch.randn(4096, generator=generator, dtype=torch.float64) if per_point_d else torch.tensor(0.3, dtype=torch.float64)
+    for k in (torch.tensor(0.7, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64)):
+        c = torch.tensor(ck, dtype=torch.float64) / k if k != 0 else torch.tensor(ck, dtype=torch.float64)
+        v = solve_tanh_equation(t, c, k, d)
+        torch.testing.assert_close(v + c * torch.tanh(k * v + d), t, atol=1e-9 * (1 + float(t.abs().max())), rtol=0)
+
 def test_spline_with_zero_parameters_is_the_identity():
     layer = make_layer("spline_coupling", {"bins": 5, "bound": 3.0})
     z = torch.randn(100, 2) * 3

@@ -1,7 +1,7 @@
 """Residual layers x = z + g(z): planar, radial, Sylvester and i-ResNet.
 
 Each constrains g so the map stays invertible. Radial has a closed-form inverse (a quadratic in the
-radius); planar and Sylvester reduce to monotone scalar equations solved by bisection; i-ResNet
+radius); planar and Sylvester reduce to monotone scalar equations solved by safeguarded Newton; i-ResNet
 inverts by fixed-point iteration, since its g is a contraction.
 """
 
@@ -20,20 +20,75 @@ from flowviz.core.limits import LIMITS
 from flowviz.core.settings import Setting
 
 
-def solve_tanh_equation(target: Tensor, c: Tensor, k: Tensor, d: Tensor, iterations: int = 64) -> Tensor:
+def solve_tanh_equation(target: Tensor, c: Tensor, k: Tensor, d: Tensor) -> Tensor:
     """Solve v + c * tanh(k v + d) = target for v, elementwise, when c * k >= -1.
 
     The left side is then non-decreasing in v, and since |tanh| <= 1 the root lies in
-    [target - |c|, target + |c|]; bisection in float64 pins it to rounding error.
+    [target - |c|, target + |c|]. In float64: plain Newton steps from v = t - c tanh(T / (1 + ck))
+    (T = kt + d; the root's form both near T = 0 and far out) settle almost every point in 2-4
+    steps; the few they do not (large |ck|, where Newton on tanh can cycle, or ck near -1, where f'
+    vanishes at the root) go on with the safeguarded solver. Bisection alone needed 64 iterations.
+
+    Example:
+        >>> t = torch.tensor([0.0, 2.0, -9.0, 0.5])
+        >>> v = solve_tanh_equation(t, torch.tensor(-1.0), torch.tensor(1.0), torch.tensor(0.0))
+        >>> bool((v - torch.tanh(v) - t).abs().max() < 1e-6)
+        True
     """
-    t, c, k, d = (a.double() for a in torch.broadcast_tensors(target, c, k, d))
+    t, c, k, d = (a.double() for a in (target, c, k, d))
+    if not t.numel():
+        return target.clone()
+    t, c, k, d = torch.broadcast_tensors(t, c, k, d)  # views: nothing is copied
+    ck = c * k
     lo, hi = t - c.abs(), t + c.abs()
+    tolerance = 1e-12 * (1 + float(t.abs().max()))
+    v = torch.maximum(torch.minimum(t - c * torch.tanh((k * t + d) / (1 + ck).clamp_min(0.05)), hi), lo)
+    for _ in range(NEWTON_STEPS):
+        th = torch.tanh(torch.addcmul(d, k, v))
+        f = torch.addcmul(v - t, c, th)
+        if float(f.abs().max()) <= tolerance:  # (a NaN compares False)
+            return v.to(target.dtype)
+        v = torch.maximum(torch.minimum(v - f / torch.addcmul(1 + ck, ck, th * th, value=-1), hi), lo)
+    f = torch.addcmul(v - t, c, torch.tanh(torch.addcmul(d, k, v)))
+    unsettled = (~(f.abs() <= tolerance)).nonzero().squeeze(1)
+    if len(unsettled):
+        v = v.reshape(-1)
+        picked = (a.reshape(-1)[unsettled] for a in (t, c, k, d, v, lo, hi))
+        v[unsettled] = _rtsafe_tanh(*picked, tolerance)
+        v = v.view(t.shape)
+    return v.to(target.dtype)
+
+
+NEWTON_STEPS = 4  # plain Newton steps before the safeguarded solver takes the points left over
+
+
+def _rtsafe_tanh(t: Tensor, c: Tensor, k: Tensor, d: Tensor, v: Tensor, lo: Tensor, hi: Tensor,
+                 tolerance: float, iterations: int = 200) -> Tensor:
+    """Safeguarded Newton for v + c tanh(kv + d) = t on the bracket [lo, hi] (Press et al.,
+    Numerical Recipes, `rtsafe`): each iteration narrows the bracket by the sign of f and takes the
+    Newton step unless it leaves the bracket or fails to halve the previous step, where it bisects.
+    The selects are arithmetic (min, max, lerp): a tenth of `torch.where`'s cost on a CPU."""
+    ck = c * k
+    v = torch.where(torch.isfinite(v), v, 0.5 * (lo + hi))
+    last = hi - lo  # the previous step's length
     for _ in range(iterations):
-        mid = 0.5 * (lo + hi)
-        above = mid + c * torch.tanh(k * mid + d) > t
-        hi = torch.where(above, mid, hi)
-        lo = torch.where(above, lo, mid)
-    return (0.5 * (lo + hi)).to(target.dtype)
+        th = torch.tanh(torch.addcmul(d, k, v))
+        f = torch.addcmul(v - t, c, th)
+        if float(f.abs().max()) <= tolerance:
+            break
+        # f > 0 puts v above the root, f < 0 below it
+        hi = torch.minimum(hi, v + torch.relu(-f) * 1e300)
+        lo = torch.maximum(lo, v - torch.relu(f) * 1e300)
+        dx = f / torch.addcmul(1 + ck, ck, th * th, value=-1)  # f' = 1 + ck (1 - tanh²) >= 0
+        step = v - dx
+        inside = torch.maximum(torch.minimum(step, hi), lo)
+        # 1 where Newton left the bracket or did not halve the last step (steps under 1e-10 always
+        # count as halving: they are rounding, and bisecting there would throw the root away)
+        bisect = torch.sign((step - inside).abs() + torch.relu(2 * dx.abs() - last - 1e-10))
+        new = torch.lerp(inside, 0.5 * (lo + hi), bisect)
+        last = (new - v).abs()
+        v = new
+    return v
 
 
 @register(
