@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import shutil
+import statistics
 
 import pytest
 import torch
@@ -159,3 +161,54 @@ def test_compiling_without_a_compiler_says_what_to_install(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(ValueError, match="install g\\+\\+"):
         Trainer(spec_of(layers=alternating("affine_coupling", 1, hidden=8)), compile=True)
+
+
+def plain_adam_twin(trainer: Trainer) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.Generator]:
+    """The trainer's model, a textbook Adam (torch's for-loop implementation, not fused) and the
+    same data stream, advanced past the batch the trainer's ActNorm start consumed."""
+    flow = copy.deepcopy(trainer.flow)
+    generator = torch.Generator().manual_seed(trainer.spec.seed)
+    trainer.target.sample(trainer.settings.batch_size, generator)
+    return flow, torch.optim.Adam(flow.parameters(), lr=trainer.settings.learning_rate, foreach=False), generator
+
+
+def plain_adam_step(flow, adam, generator, trainer: Trainer) -> float:
+    loss = -flow.log_prob(trainer.target.sample(trainer.settings.batch_size, generator)).mean()
+    adam.zero_grad()
+    loss.backward()
+    adam.step()
+    return loss.item()
+
+
+NSF_8GAUSSIANS = spec_of(target={"name": "8gaussians"}, layers=alternating("spline_coupling", 2, hidden=32),
+                         training={"learning_rate": 3e-3, "batch_size": 256, "test_size": 2048})
+
+
+def test_a_trainer_step_is_a_plain_adam_step():
+    """Fused Adam, the snapshot and the finiteness guard change no number: ten steps land where a
+    textbook loop lands, to float rounding (the two part by chaos only after ~20 steps)."""
+    trainer = Trainer(NSF_8GAUSSIANS)
+    twin = plain_adam_twin(trainer)
+    for _ in range(10):
+        assert trainer.step() == pytest.approx(plain_adam_step(*twin, trainer), abs=1e-5)
+    for ours, theirs in zip(trainer.flow.parameters(), twin[0].parameters()):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+
+
+def test_the_fit_at_equal_steps_is_a_plain_adam_loops_over_seeds():
+    """Issue 14's reported gap (fused Adam 0.20 nats against 0.146) as a property: over six seeds the
+    median KL after 300 steps is within 0.03 nats of a textbook loop's on the same model and data.
+    Single seeds part by up to 0.18 (seed 2 of the loop misses a mode): a trajectory amplifies a
+    1e-9 difference in one parameter to 1e-2 by step 50, which is why the test compares medians."""
+    ours, theirs = [], []
+    for seed in range(6):
+        trainer = Trainer(NSF_8GAUSSIANS.replace(seed=seed))
+        twin = plain_adam_twin(trainer)
+        for _ in range(300):
+            trainer.step()
+            plain_adam_step(*twin, trainer)
+        ours.append(trainer.evaluate().kl)
+        flow = twin[0].eval()
+        with torch.no_grad():
+            theirs.append(float((trainer.target.log_prob(trainer.test_points) - flow.log_prob(trainer.test_points)).mean()))
+    assert abs(statistics.median(ours) - statistics.median(theirs)) < 0.03, (ours, theirs)
