@@ -12,6 +12,8 @@ redraws from it (`param.depends(..., watch=True)`); no view calls another.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import panel as pn
 import param
@@ -42,6 +44,23 @@ LEDGER_HINT = ("<p><b>Follow a point.</b> Click any panel of the density, ln|det
                "target or model, and that point is followed through every layer: where it starts in the base, "
                "every layer's ln|det J<sub>k</sub>|, and ln q<sub>K</sub> summed up beside its direct value.</p>")
 NO_LAYER_SELECTED = "**Layer settings.** Click a layer in your flow to see what it does and change its settings."
+
+
+def edits_bokeh(method):
+    """For a watcher that edits Bokeh models directly (sources, titles, sizes), not through a Panel
+    object. When a Bokeh event (a FrameClock message, a click) reaches the server while a widget's
+    change waits out its debounce, Panel runs that change inside the event's coroutine, which holds
+    no document lock (panel.reactive `_event_coroutine`), and a plain Bokeh edit there raises
+    "_pending_writes should be non-None when we have a document lock" (the Pause click that once
+    failed one browser run in four). `pn.io.unlocked()` holds the document and sends the edits to
+    the page itself, with the lock or without it."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with pn.io.unlocked():
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class StateView(pn.viewable.Viewer):
@@ -241,6 +260,7 @@ class Overview(StateView):
             self.state.follow_output(x, y)
 
     @param.depends("state.spec", "state.overlay", watch=True)
+    @edits_bokeh
     def _show_target(self) -> None:
         spec = self.state.spec
         if self._shown_target != (spec.target, spec.view, spec.seed):
@@ -251,6 +271,7 @@ class Overview(StateView):
         self.target_model.overlay.visible = self.state.overlay
 
     @param.depends("state.frame", watch=True)
+    @edits_bokeh
     def _show_frame(self) -> None:
         frame, state = self.state.frame, self.state
         if frame is None:
@@ -262,6 +283,7 @@ class Overview(StateView):
             self._animate()
         self.loss.update(state.live.losses, state.live.evaluations, state.kl_label())
 
+    @edits_bokeh
     def _animate(self) -> None:
         frame = self.state.frame
         if frame is not None:
@@ -269,11 +291,13 @@ class Overview(StateView):
                                 quantised=frame.transient)
 
     @param.depends("state.ledger", watch=True)
+    @edits_bokeh
     def _show_path(self) -> None:
         ledger = self.state.ledger
         self.target_model.show_path(None if ledger is None else np.array([row.point for row in ledger.rows]))
 
     @param.depends("state.drawing", "state.drawn", watch=True)
+    @edits_bokeh
     def _show_drawing(self) -> None:
         drawing, count = self.state.drawing, len(self.state.drawn)
         self.target_model.set_drawing(drawing)
@@ -285,6 +309,7 @@ class Overview(StateView):
                                  "then *Train on it*." if drawing else
                                  f"{count:,} points drawn; *Train on it* makes them the target.")
 
+    @edits_bokeh
     def set_sizes(self, sizes: Sizes) -> None:
         for view in (self.target_model, self.animation, self.loss):
             view.set_sizes(sizes)
@@ -326,12 +351,14 @@ class StripsView(StateView):
             self.state.follow(*found)
 
     @param.depends("state.frame", watch=True)
+    @edits_bokeh
     def _new_frame(self) -> None:
         frame = self.state.frame
         if frame is not None and frame.views is not self._drawn:  # else a live frame that refreshed only the model view
             self._draw()
 
     @param.depends("state.cumulative", watch=True)
+    @edits_bokeh
     def _draw(self) -> None:
         frame, spec = self.state.frame, self.state.spec
         if frame is None:
@@ -349,10 +376,12 @@ class StripsView(StateView):
         self._show_marks()
 
     @param.depends("state.overlay", watch=True)
+    @edits_bokeh
     def _show_overlay(self) -> None:
         self.density.show_overlay(self.state.live.target_picture.points if self.state.overlay else None)
 
     @param.depends("state.ledger", watch=True)
+    @edits_bokeh
     def _show_marks(self) -> None:
         ledger = self.state.ledger
         points = None if ledger is None else np.array([row.point for row in ledger.rows])
@@ -360,6 +389,7 @@ class StripsView(StateView):
         if data != self.density.marks.data:
             self.density.marks.data = data
 
+    @edits_bokeh
     def set_sizes(self, sizes: Sizes) -> None:
         for strip in (self.density, self.log_det, self.samples):
             strip.set_sizes(sizes)
