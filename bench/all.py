@@ -30,6 +30,9 @@ SECTIONS = [
     ("Grid evaluation, depth by depth",
      ["bench/grid.py", "--repeats", "15"],
      ["bench/grid.py", "--repeats", "2"]),
+    ("Numerical inverses: the first render of planar K = 32, Sylvester and i-ResNet",
+     ["bench/inverses.py", "--repeats", "3"],
+     ["bench/inverses.py", "--repeats", "1"]),
     ("The explorer in a browser",
      ["bench/app_rate.py", "--preset", "realnvp-moons", "--seconds", "20"],
      ["bench/app_rate.py", "--preset", "realnvp-moons", "--seconds", "3", "--warmup", "2"]),
@@ -47,7 +50,8 @@ SECTIONS = [
      ["bench/coldstart.py", "--repeats", "1"]),
 ]
 CUDA = [("Grid evaluation on CUDA", ["bench/grid.py", "--device", "cuda", "--repeats", "15"]),
-        ("Training on CUDA (the CLI's JSON line)", ["-m", "flowviz", "train", "presets/realnvp-moons.json", "--device", "cuda", "--quiet"])]
+        ("Training on CUDA (the CLI's JSON line)", ["-m", "flowviz", "train", "presets/realnvp-moons.json", "--device", "cuda", "--quiet"]),
+        ("A live session on CUDA", ["bench/gpu_live.py", "--device", "cuda", "--seconds", "10"])]
 
 
 def machine() -> str:
@@ -91,7 +95,8 @@ def main() -> None:
         args.out.write_text("\n".join(parts))  # as it goes: a long run that breaks keeps what it measured
     if not torch.cuda.is_available():
         parts.append("## CUDA\n\nNo CUDA device on this machine, so nothing was measured on one; "
-                     "on a machine with one, this script adds `python bench/grid.py --device cuda`.\n")
+                     "on a machine with one, this script adds the grid, training and live-session benchmarks on cuda, "
+                     "and `bash bench/gpu_check.sh` runs the whole CUDA check.\n")
     args.out.write_text("\n".join(parts))
     print(f"wrote {args.out}", file=sys.stderr)
 
