@@ -410,6 +410,25 @@ def test_a_finger_reorders_the_stack(browser, server):
         context.close()
 
 
+PAINTED_COLOURS = """([renderer, index]) => {
+  const model = Bokeh.documents[0].get_model_by_id(renderer);
+  for (const root of Object.values(Bokeh.index)) {
+    const view = root.owner.find_one(model);
+    if (view == null) continue;
+    const image = view.glyph.image_data[index], data = image.getContext("2d").getImageData(0, 0, image.width, image.height).data;
+    const seen = new Set();
+    for (let i = 0; i < data.length; i += 4) seen.add((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]);
+    return [image.width, seen.size];
+  }
+  return null;
+}"""
+
+
+def painted_image(page, renderer, index=0):
+    """(width, distinct colours) of the image BokehJS painted for `renderer`'s `index`-th image."""
+    return tuple(page.evaluate(PAINTED_COLOURS, [renderer.id, index]))
+
+
 def test_training_shows_a_sharp_model_view_and_pausing_the_exact_chain(page):
     explorer = page.open()
     model, strips = explorer.overview.target_model.model, explorer.strips.density.images
@@ -421,6 +440,11 @@ def test_training_shows_a_sharp_model_view_and_pausing_the_exact_chain(page):
     assert live_model.shape == (96, 96) and live_model.dtype == np.uint8  # colour indices, a byte a pixel
     assert live_strip.shape == (64, 64) and live_strip.dtype == np.uint8
     assert "live preview: each depth resampled" in explorer.strips.density.figure.title.text  # (drawn on the canvas)
+    # What the page painted: a density in many colours, not indices read as densities (two colours).
+    depth = len(explorer.state.frame.views.layers)
+    assert painted_image(page, explorer.overview.target_model.model_image)[0] == 96
+    assert painted_image(page, explorer.overview.target_model.model_image)[1] > 50
+    assert painted_image(page, explorer.strips.density.renderer, depth)[1] > 50
     page.get_by_role("button", name="❚❚ Pause").click()
     resolution = explorer.state.spec.view.resolution
     exact = (resolution, resolution)

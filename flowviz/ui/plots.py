@@ -29,7 +29,7 @@ NAN_COLOR = "#ffffff"
 
 # The value under the pointer: as computed for an exact image; from its colour index for a byte image.
 _HOVER_JS = """
-if (glyph.color_mapper !== indices) return value.toFixed(3) + unit;
+if (!glyph.color_mapper.tags.includes("indices")) return value.toFixed(3) + unit;
 if (value >= LEVELS) return "not a number";
 const step = (scale.high - scale.low) / LEVELS;
 return "≈ " + (scale.low + (value + 0.5) * step).toFixed(3) + " ± " + (step / 2).toPrecision(1) + unit;
@@ -38,7 +38,8 @@ return "≈ " + (scale.low + (value + 0.5) * step).toFixed(3) + " ± " + (step /
 
 class ColorScale:
     """A colour scale in real units (`mapper`, the one colour bars show) and its byte form: `encode`
-    turns values into colour indices, which `indices` draws in the same colours.
+    turns values into colour indices, which a renderer drawn with a `painter()` shows in the same
+    colours once `draw_with` has set it to indices.
 
     Example:
         >>> scale = ColorScale(DENSITY_PALETTE, 0.0, 1.0)
@@ -48,8 +49,13 @@ class ColorScale:
 
     def __init__(self, palette: list[str], low: float, high: float):
         self.mapper = LinearColorMapper(palette=palette, low=low, high=high, nan_color=NAN_COLOR)
-        # Index i maps to colour i: (i + 0.5) / LEVELS of the way up; LEVELS (not a number) is above it.
-        self.indices = LinearColorMapper(palette=palette, low=-0.5, high=LEVELS - 0.5, high_color=NAN_COLOR)
+
+    def painter(self) -> LinearColorMapper:
+        """A mapper of its own for one image renderer that may show colour indices. `draw_with`
+        changes it in place: a page whose renderer got a different mapper object kept colouring new
+        images with the old one (Chromium, Bokeh 3.9: live frames' indices drawn as densities)."""
+        return LinearColorMapper(palette=self.mapper.palette, low=self.mapper.low, high=self.mapper.high,
+                                 nan_color=NAN_COLOR)
 
     def encode(self, values: np.ndarray, quantised: bool) -> np.ndarray:
         if not quantised:
@@ -62,13 +68,19 @@ class ColorScale:
         return out
 
     def draw_with(self, renderer, quantised: bool) -> None:
-        """Colour `renderer`'s image by value, or by the byte indices `encode(..., quantised=True)` made."""
-        wanted = self.indices if quantised else self.mapper
-        if renderer.glyph.color_mapper is not wanted:
-            renderer.glyph.color_mapper = wanted
+        """Set `renderer`'s painter to colour by value (this scale's range), or by the byte indices
+        `encode(..., quantised=True)` makes: index i is colour i, LEVELS (not a number) above them."""
+        if quantised:
+            wanted = {"low": -0.5, "high": LEVELS - 0.5, "high_color": NAN_COLOR, "tags": ["indices"]}
+        else:
+            wanted = {"low": self.mapper.low, "high": self.mapper.high, "high_color": None, "tags": []}
+        paint = renderer.glyph.color_mapper
+        changed = {key: value for key, value in wanted.items() if getattr(paint, key) != value}
+        if changed:
+            paint.update(**changed)
 
     def hover(self, renderer, label: str, unit: str = "") -> HoverTool:
-        formatter = CustomJSHover(args={"glyph": renderer.glyph, "indices": self.indices, "scale": self.mapper,
+        formatter = CustomJSHover(args={"glyph": renderer.glyph, "scale": self.mapper,
                                         "unit": unit}, code=_HOVER_JS)
         return HoverTool(renderers=[renderer], tooltips=[(label, "@image{custom}")], formatters={"@image": formatter})
 
@@ -155,7 +167,7 @@ class TargetAndModel:
         self.model = ColumnDataSource({"image": [np.zeros((2, 2), np.float32)]})
         self.points = ColumnDataSource({"x": np.zeros(0, np.float32), "y": np.zeros(0, np.float32)})
         self._target_image = self.target_plot.image(self.target, self.mapper, view)
-        self.model_image = self.model_plot.image(self.model, self.mapper, view)
+        self.model_image = self.model_plot.image(self.model, self.scale.painter(), view)
         self.overlay = self.model_fig.scatter("x", "y", source=self.points, size=2.5, color="#ffffff", alpha=0.6,
                                               visible=False)
         self._target_hover = self.scale.hover(self._target_image, "density")
@@ -219,7 +231,7 @@ class DepthAnimation:
         self.mapper = self.scale.mapper
         # Depth k under depth k+1, the upper one faded in by the fractional part of t.
         self.images = ColumnDataSource({"image": [np.zeros((2, 2), np.float32)] * 2, "alpha": [1.0, 0.0]})
-        self.renderer = self.plot.image(self.images, self.mapper, view, global_alpha="alpha")
+        self.renderer = self.plot.image(self.images, self.scale.painter(), view, global_alpha="alpha")
         self.points = ColumnDataSource({"x": np.zeros(0, np.float32), "y": np.zeros(0, np.float32),
                                         "color": np.zeros(0, np.uint32)})
         self.fig.scatter("x", "y", source=self.points, color="color", size=3, line_color=None, alpha=0.9)

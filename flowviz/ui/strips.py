@@ -163,7 +163,8 @@ class ImageStrip(Strip):
         self.scale = ColorScale(DENSITY_PALETTE if density else LOG_DET_PALETTE, 0.0 if density else -1.0, 1.0)
         self.mapper = self.scale.mapper
         self.images = images
-        self.renderer = self.figure.image(column, x="x", y="y", dw="dw", dh="dh", source=images, color_mapper=self.mapper)
+        self.renderer = self.figure.image(column, x="x", y="y", dw="dw", dh="dh", source=images,
+                                          color_mapper=self.scale.painter())
         self.figure.add_layout(ColorBar(color_mapper=self.mapper, width=12, title="per unit area" if density else "nats",
                                         title_text_font_size="13px", major_label_text_font_size="13px"), "right")
         self.figure.add_tools(self.scale.hover(self.renderer, "q_k" if density else "ln|det J|", "" if density else " nats"))
