@@ -50,7 +50,7 @@ def solve_tanh_equation(target: Tensor, c: Tensor, k: Tensor, d: Tensor) -> Tens
             return v.to(target.dtype)
         v = torch.maximum(torch.minimum(v - f / torch.addcmul(1 + ck, ck, th * th, value=-1), hi), lo)
     f = torch.addcmul(v - t, c, torch.tanh(torch.addcmul(d, k, v)))
-    unsettled = (~(f.abs() <= tolerance)).nonzero().squeeze(1)
+    unsettled = (~(f.reshape(-1).abs() <= tolerance)).nonzero().squeeze(1)
     if len(unsettled):
         v = v.reshape(-1)
         picked = (a.reshape(-1)[unsettled] for a in (t, c, k, d, v, lo, hi))
