@@ -146,7 +146,6 @@ def test_tanh_equation_solver_handles_the_invertibility_edge():
     torch.testing.assert_close(v + c * torch.tanh(k * v), t, atol=1e-9, rtol=0)
 
 
-
 @pytest.mark.parametrize("ck", [-1.0, -1 + 1e-7, -0.5, 0.0, 2.0, 40.0, 400.0])
 @pytest.mark.parametrize("per_point_d", [False, True])
 def test_tanh_equation_solver_settles_every_point(ck, per_point_d):
@@ -159,6 +158,7 @@ def test_tanh_equation_solver_settles_every_point(ck, per_point_d):
         c = torch.tensor(ck, dtype=torch.float64) / k if k != 0 else torch.tensor(ck, dtype=torch.float64)
         v = solve_tanh_equation(t, c, k, d)
         torch.testing.assert_close(v + c * torch.tanh(k * v + d), t, atol=1e-9 * (1 + float(t.abs().max())), rtol=0)
+
 
 def test_spline_with_zero_parameters_is_the_identity():
     layer = make_layer("spline_coupling", {"bins": 5, "bound": 3.0})

@@ -44,12 +44,11 @@ def solve_tanh_equation(target: Tensor, c: Tensor, k: Tensor, d: Tensor) -> Tens
     tolerance = 1e-12 * (1 + float(t.abs().max()))
     v = torch.maximum(torch.minimum(t - c * torch.tanh((k * t + d) / (1 + ck).clamp_min(0.05)), hi), lo)
     for _ in range(NEWTON_STEPS):
-        th = torch.tanh(torch.addcmul(d, k, v))
-        f = torch.addcmul(v - t, c, th)
+        f, th = _tanh_residual(t, c, k, d, v)
         if float(f.abs().max()) <= tolerance:  # (a NaN compares False)
             return v.to(target.dtype)
         v = torch.maximum(torch.minimum(v - f / torch.addcmul(1 + ck, ck, th * th, value=-1), hi), lo)
-    f = torch.addcmul(v - t, c, torch.tanh(torch.addcmul(d, k, v)))
+    f, _ = _tanh_residual(t, c, k, d, v)
     unsettled = (~(f.reshape(-1).abs() <= tolerance)).nonzero().squeeze(1)
     if len(unsettled):
         v = v.reshape(-1)
@@ -62,6 +61,12 @@ def solve_tanh_equation(target: Tensor, c: Tensor, k: Tensor, d: Tensor) -> Tens
 NEWTON_STEPS = 4  # plain Newton steps before the safeguarded solver takes the points left over
 
 
+def _tanh_residual(t: Tensor, c: Tensor, k: Tensor, d: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """f(v) = v + c tanh(kv + d) - t, and the tanh (f' = 1 + ck (1 - tanh²) needs it)."""
+    th = torch.tanh(torch.addcmul(d, k, v))
+    return torch.addcmul(v - t, c, th), th
+
+
 def _rtsafe_tanh(t: Tensor, c: Tensor, k: Tensor, d: Tensor, v: Tensor, lo: Tensor, hi: Tensor,
                  tolerance: float, iterations: int = 200) -> Tensor:
     """Safeguarded Newton for v + c tanh(kv + d) = t on the bracket [lo, hi] (Press et al.,
@@ -72,8 +77,7 @@ def _rtsafe_tanh(t: Tensor, c: Tensor, k: Tensor, d: Tensor, v: Tensor, lo: Tens
     v = torch.where(torch.isfinite(v), v, 0.5 * (lo + hi))
     last = hi - lo  # the previous step's length
     for _ in range(iterations):
-        th = torch.tanh(torch.addcmul(d, k, v))
-        f = torch.addcmul(v - t, c, th)
+        f, th = _tanh_residual(t, c, k, d, v)
         if float(f.abs().max()) <= tolerance:
             break
         # f > 0 puts v above the root, f < 0 below it
