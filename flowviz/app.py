@@ -1,7 +1,8 @@
-"""flowviz in the browser: `panel serve flowviz/app.py`.
+"""flowviz in the browser: `flowviz serve [PRESET]`, or from a checkout `panel serve flowviz/app.py`.
 
 Panel runs this file once per browser session, so every session gets its own `Explorer` (model,
-threads, plots). A `?spec=...` link opens that experiment.
+threads, plots). A `?spec=...` link opens that experiment; without one a page opens the preset
+given after `--args` (`flowviz serve` passes it), else realnvp-moons.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import sys
 
 import panel as pn
 import torch
+from panel.io.resources import get_dist_path
 
 from flowviz.core.limits import LIMITS
 from flowviz.core.link import LINK_PARAMETER
 from flowviz.ui.explorer import Explorer
 from flowviz.ui.layout import SIDEBAR_PX
 from flowviz.ui.live import ComputeGate
+from flowviz.ui.state import DEFAULT_PRESET
 
 TITLE = "flowviz · normalizing flows, layer by layer"
 
@@ -40,10 +43,26 @@ def server_full() -> pn.template.BootstrapTemplate:
                                          header_background="#1d3557", busy_indicator=None)
 
 
-def create_app(link: str | None = None) -> pn.template.BootstrapTemplate:
+def serve_styles_locally() -> None:
+    """Make this session's components name the server's own style sheets from the start.
+
+    Panel writes a page's resource address into its document only when it renders the page's
+    HTML; until then new components name cdn.holoviz.org, and the page render rewrites them. A
+    session that no page render ever sees keeps the CDN addresses: the one Bokeh builds when a
+    page's websocket arrives after the session its HTML made has expired as unused (a page that
+    took longer to load than the server's unused-session lifetime), or arrives at another process.
+    That page then asked the CDN for every style, which fails offline (the flaky browser test)."""
+    doc = pn.state.curdoc
+    if doc is not None and "dist_url" not in doc._template_variables:
+        doc._template_variables["dist_url"] = get_dist_path(cdn=False)  # what Panel's page render sets
+
+
+def create_app(link: str | None = None, preset: str = DEFAULT_PRESET) -> pn.template.BootstrapTemplate:
+    serve_styles_locally()
     if open_sessions() > LIMITS.max_sessions:
         return server_full()  # no model, no threads: the sessions already here keep their share
-    explorer, _problem = Explorer.from_link(link, gate=pn.state.as_cached("flowviz-compute-gate", compute_gate))
+    explorer, _problem = Explorer.from_link(link, gate=pn.state.as_cached("flowviz-compute-gate", compute_gate),
+                                            preset=preset)
     template = pn.template.BootstrapTemplate(
         title=TITLE, sidebar=explorer.sidebar(), main=explorer.main(), sidebar_width=SIDEBAR_PX,
         header_background="#1d3557", busy_indicator=None,  # it would flicker on every frame, at a cost
@@ -68,4 +87,5 @@ if __name__.startswith("bokeh"):
     # Measured with the realnvp-moons preset: in-app steps/s rose from ~60% to ~90% of headless.
     sys.setswitchinterval(0.001)
     pn.extension("katex", notifications=False)
-    create_app(_link_from_request()).servable(title="flowviz")
+    # `panel serve flowviz/app.py --args PRESET` (what `flowviz serve PRESET` runs) sets sys.argv.
+    create_app(_link_from_request(), sys.argv[1] if len(sys.argv) > 1 else DEFAULT_PRESET).servable(title="flowviz")

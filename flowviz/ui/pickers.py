@@ -134,13 +134,15 @@ export function render({ model }) {
 
 
 class Screen(JSComponent):
-    """The width of the browser window, for sizing the views (`width`, 0 until the page reports it).
+    """The width of the browser window, for sizing the views (`window_width`, 0 until the page reports it).
 
     On a screen narrower than `fold_below` pixels (a tablet) it also folds the template's sidebar
     away when the page opens, so the views get the width; the header's ☰ button opens it again.
     """
 
-    width = param.Integer(default=0, doc="window.innerWidth, in CSS pixels")
+    # Not `width`: that is Panel's own size of this component, and setting it resized the header's
+    # empty span to the window's width (and restyled it) on every report.
+    window_width = param.Integer(default=0, doc="window.innerWidth, in CSS pixels")
     fold_below = param.Integer(default=1000)
 
     def _handle_msg(self, data) -> None:
@@ -148,9 +150,9 @@ class Screen(JSComponent):
             return
         width, doc = data["width"], pn.state.curdoc
         if doc is None or doc.session_context is None:
-            self.width = width
+            self.window_width = width
         else:  # the views resize Bokeh models: do it under the document's lock (this message may come before)
-            doc.add_next_tick_callback(lambda: setattr(self, "width", width))
+            doc.add_next_tick_callback(lambda: setattr(self, "window_width", width))
 
     _esm = """
 export function render({ model }) {
