@@ -1,11 +1,18 @@
-"""The headless command line: `flowviz train`, `flowviz gif` and `flowviz check`.
+"""The command line: `flowviz serve` (the explorer) and, headless, `train`, `gif`, `check` and `presets`.
 
-    flowviz train presets/spline-8gaussians.json --steps 500 --out runs/a
-    flowviz gif presets/realnvp-moons.json --out moons.gif                    # the flow through depth
-    flowviz gif presets/realnvp-moons.json --kind training --every 25 --out t.gif
+    flowviz serve spline-8gaussians --port 5006 --show                        # the explorer, from anywhere
+    flowviz presets                                                           # the shipped presets by name
+    flowviz train spline-8gaussians --steps 500 --out runs/a                  # a preset by name ...
+    flowviz train my-experiment.json                                          # ... or by path
+    flowviz gif realnvp-moons --out moons.gif                                 # the flow through depth
+    flowviz gif realnvp-moons --kind training --every 25 --out t.gif
     flowviz check presets/*.json
 
-`train` prints progress to stderr and ends with one JSON line of final metrics on stdout. With
+`serve` runs `panel serve` on the installed app (`python -m flowviz serve` does the same); a page
+opens PRESET (default realnvp-moons) unless its link names another experiment.
+
+`train` shows progress on stderr (a bar with steps/s and the time left on a terminal, a line per
+evaluation when stderr is a file or a pipe) and ends with one JSON line of final metrics on stdout. With
 --out it writes metrics.csv, views.png (the per-layer views), model.pt (weights and spec),
 samples.csv (2000 samples of the model, header x,y) and spec.json.
 
@@ -28,6 +35,7 @@ import sys
 from pathlib import Path
 
 from flowviz.core.checkpoint import save_model
+from flowviz.core.presets import preset_files, preset_path
 from flowviz.core.settings import SpecError
 from flowviz.core.spec import ExperimentSpec
 from flowviz.core.training import Evaluation, Trainer, TrainingDiverged
@@ -37,8 +45,18 @@ TRAINING_GIF_FRAMES = 60  # frames a training GIF aims for when --every is not g
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flowviz", description="Train and check flowviz experiments headless.")
+    parser = argparse.ArgumentParser(prog="flowviz", description="Serve the flowviz explorer, or train and check "
+                                                                  "experiments headless.")
     commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the explorer in the browser (panel serve on the installed app)")
+    serve.add_argument("preset", nargs="?", default=None,
+                       help="the experiment a page opens with: a shipped preset's name or a preset file")
+    serve.add_argument("--port", type=int, default=5006, help="port to listen on (default: 5006)")
+    serve.add_argument("--address", default=None, help="address to listen on (default: all of this machine's)")
+    serve.add_argument("--show", action="store_true", help="open the explorer in a browser")
+    serve.add_argument("--allow-websocket-origin", action="append", default=[], metavar="HOST[:PORT]",
+                       help="a host pages may come from besides localhost (repeat for more)")
+    commands.add_parser("presets", help="list the shipped presets by name, with their titles")
     train = commands.add_parser("train", help="train a preset and report final metrics as one JSON line")
     _training_arguments(train)
     train.add_argument("--out", type=Path,
@@ -51,12 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     gif.add_argument("--every", type=int, help="steps between training frames (default: about 60 frames in all)")
     gif.add_argument("--out", type=Path, help="the GIF to write (default: PRESET-KIND.gif in the current folder)")
     check = commands.add_parser("check", help="validate presets")
-    check.add_argument("presets", type=Path, nargs="+")
+    check.add_argument("presets", nargs="+", help="preset names or files")
     return parser
 
 
 def _training_arguments(command: argparse.ArgumentParser) -> None:
-    command.add_argument("preset", type=Path)
+    command.add_argument("preset", help="a shipped preset's name (see `flowviz presets`) or a preset file")
     command.add_argument("--steps", type=int, help="steps to train (default: the preset's training.steps)")
     command.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
     command.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -66,6 +84,12 @@ def _training_arguments(command: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "presets":
+        for name, (title, _path) in preset_files().items():
+            print(f"{name:28} {title}")
+        return 0
     if args.command == "check":
         return _check(args.presets)
     if args.command == "gif":
@@ -73,11 +97,33 @@ def main(argv: list[str] | None = None) -> int:
     return _train(args)
 
 
-def _check(paths: list[Path]) -> int:
-    status = 0
-    for path in paths:
+def _serve(args: argparse.Namespace) -> int:
+    from panel.command import main as panel_main  # Panel only when serving
+
+    argv = ["panel", "serve", str(Path(__file__).resolve().parent / "app.py"), "--port", str(args.port)]
+    if args.address is not None:
+        argv += ["--address", args.address]
+    for origin in args.allow_websocket_origin:
+        argv += ["--allow-websocket-origin", origin]
+    if args.show:
+        argv.append("--show")
+    if args.preset is not None:
         try:
-            spec = ExperimentSpec.load(path)
+            ExperimentSpec.load(preset_path(args.preset))
+        except SpecError as error:
+            print(f"flowviz: {args.preset}: {error}", file=sys.stderr)
+            return 2
+        argv += ["--args", str(preset_path(args.preset).resolve())]
+    sys.argv = argv
+    panel_main()
+    return 0
+
+
+def _check(names: list[str]) -> int:
+    status = 0
+    for path in names:
+        try:
+            spec = ExperimentSpec.load(preset_path(path))
         except SpecError as error:
             print(f"{path}: invalid: {error}", file=sys.stderr)
             status = 2
@@ -89,7 +135,7 @@ def _check(paths: list[Path]) -> int:
 def _setup(args: argparse.Namespace) -> tuple[ExperimentSpec, Trainer] | None:
     """The spec (with --steps) and its trainer; None, after a message, for a bad preset or device."""
     try:
-        spec = ExperimentSpec.load(args.preset)
+        spec = ExperimentSpec.load(preset_path(args.preset))
         if args.steps is not None:
             spec = spec.replace(training={"steps": args.steps})
         trainer = Trainer(spec, device=args.device, compile=args.compile)
@@ -101,17 +147,26 @@ def _setup(args: argparse.Namespace) -> tuple[ExperimentSpec, Trainer] | None:
 
 def _run(args: argparse.Namespace, trainer: Trainer, spec: ExperimentSpec, rows: list[dict],
          also=None) -> dict | None:
-    """Train the spec's steps, printing progress unless --quiet and appending a metrics row per step;
+    """Train the spec's steps, showing progress unless --quiet and appending a metrics row per step;
     `also(step, loss)` runs after every step. None, after a message and a JSON line, if it diverged."""
     total = spec.training.steps
+    bar = None
+    if not args.quiet and sys.stderr.isatty():
+        from tqdm import tqdm  # a terminal gets a bar: steps/s and the time left
+
+        bar = tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True, mininterval=0.2)
 
     def progress(step: int, loss: float, evaluation: Evaluation | None) -> None:
         row = {"step": step, "loss": loss, "test_nll": "", "kl": ""}
         if evaluation is not None:
             row.update(test_nll=evaluation.test_nll, kl="" if evaluation.kl is None else evaluation.kl)
-            if not args.quiet:
-                kl = "" if evaluation.kl is None else f"  KL {evaluation.kl:.4f} nats"
+            kl = "" if evaluation.kl is None else f"  KL {evaluation.kl:.4f} nats"
+            if bar is not None:
+                bar.set_postfix_str(f"loss {loss:.4f}  test NLL {evaluation.test_nll:.4f}{kl}", refresh=False)
+            elif not args.quiet:
                 print(f"step {step}/{total}  loss {loss:.4f}  test NLL {evaluation.test_nll:.4f} nats{kl}", file=sys.stderr)
+        if bar is not None:
+            bar.update(step - bar.n)
         rows.append(row)
         if also is not None:
             also(step, loss)
@@ -119,9 +174,14 @@ def _run(args: argparse.Namespace, trainer: Trainer, spec: ExperimentSpec, rows:
     try:
         return trainer.run(total, progress)
     except TrainingDiverged as error:
+        if bar is not None:
+            bar.close()
         print(f"flowviz: {error}", file=sys.stderr)
         print(json.dumps({"steps": trainer.step_count, "error": str(error)}))
         return None
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -169,7 +229,7 @@ def _gif(args: argparse.Namespace) -> int:
         data, frames = recorder.gif(), len(recorder)
     else:
         data, frames = depth_gif(trainer.flow, spec), depth_frame_count(len(trainer.flow.active()))
-    out = args.out if args.out is not None else Path(f"{args.preset.stem}-{args.kind}.gif")
+    out = args.out if args.out is not None else Path(f"{Path(args.preset).stem}-{args.kind}.gif")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(data)

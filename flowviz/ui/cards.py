@@ -21,6 +21,7 @@ from flowviz.core.bases import BASES
 from flowviz.core.devices import available_devices
 from flowviz.core.link import LINK_PARAMETER, MAX_LINK_CHARS, spec_to_link
 from flowviz.core.pointfile import MAX_UPLOAD_BYTES
+from flowviz.core.presets import preset_files
 from flowviz.core.spec import (
     MAX_SPEC_BYTES,
     PRESENTATION_SETTINGS,
@@ -34,7 +35,7 @@ from flowviz.ui.exports import Exports
 from flowviz.ui.forms import SettingsForm
 from flowviz.ui.layout import PANELS
 from flowviz.ui.pickers import FileUpload, TargetPicker, target_options
-from flowviz.ui.state import ExperimentState, preset_files
+from flowviz.ui.state import ExperimentState
 from flowviz.ui.views import StateView
 
 UPLOAD_TYPES = ".csv,.tsv,.txt,.dat,.npy,.json"
@@ -48,7 +49,7 @@ class ExperimentCard(StateView):
 
     def __init__(self, state: ExperimentState, **params):
         super().__init__(state, **params)
-        self.presets = preset_files()
+        self.presets = {title: path for title, path in preset_files().values()}  # title -> file
         self.preset_select = pn.widgets.Select(label="Preset", options=[NO_PRESET, *self.presets])
         self.preset_select.param.watch(self._choose_preset, "value")
         self.preset_upload = FileUpload(accept=".json", max_bytes=MAX_SPEC_BYTES, label="Open a preset file",

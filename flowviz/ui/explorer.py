@@ -15,6 +15,8 @@ Example:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import panel as pn
 import param
 from panel.io.callbacks import PeriodicCallback
@@ -24,7 +26,7 @@ from flowviz.ui.cards import BaseCard, ExperimentCard, PresentationCard, TargetC
 from flowviz.ui.layout import FOLD_SIDEBAR_BELOW, PANEL_NAMES, SIDEBAR_PANELS, Sizes, main_width
 from flowviz.ui.live import ComputeGate
 from flowviz.ui.pickers import FrameClock, Screen
-from flowviz.ui.state import ExperimentState, open_link
+from flowviz.ui.state import DEFAULT_PRESET, ExperimentState, open_link
 from flowviz.ui.views import LayerEditor, LedgerView, Overview, StripsView, Toolbar
 
 TICK_MS = 25  # how often the page looks for a new frame; frames themselves come at most MAX_FPS
@@ -57,11 +59,11 @@ class Explorer(pn.viewable.Viewer):
         self._present()
         self._callback = None
 
-    @param.depends("state.spec", "screen.width", watch=True)
+    @param.depends("state.spec", "screen.window_width", watch=True)
     def _present(self) -> None:
         """Show and hide the panels as the spec's presentation says, and size every view for it and
         for the window."""
-        presentation, window = self.state.spec.presentation, self.screen.width
+        presentation, window = self.state.spec.presentation, self.screen.window_width
         if (presentation, window) == self._presented:
             return
         self._presented = (presentation, window)
@@ -73,22 +75,27 @@ class Explorer(pn.viewable.Viewer):
             view.set_sizes(sizes)
 
     @classmethod
-    def from_link(cls, value: str | None, gate: ComputeGate | None = None) -> tuple[Explorer, str]:
-        """An explorer for a shared link's experiment, and what could not be used of the link."""
-        spec, problem = open_link(value)
+    def from_link(cls, value: str | None, gate: ComputeGate | None = None,
+                  preset: str | Path = DEFAULT_PRESET) -> tuple[Explorer, str]:
+        """An explorer for a shared link's experiment (`preset`'s without a link), and what could not
+        be used of the link."""
+        spec, problem = open_link(value, preset)
         explorer = cls(spec, gate=gate)
         explorer.state.say(problem)
         return explorer, problem
 
     # -- the session -------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Begin pushing frames to this session's page (call inside a server session)."""
-        if self._callback is None and pn.state.curdoc is not None:
-            # In the background: otherwise Panel marks the app busy and idle around every tick, and
-            # the watchers of `pn.state.busy` cost ~10% of the event loop at 25 ticks a second.
-            self._callback = PeriodicCallback(callback=self.tick, period=TICK_MS, background=True)
-            self._callback.start()
-            self.state.exact_in_background = True
+    def start(self, notebook: bool = False) -> None:
+        """Begin pushing frames to this session's page: inside a server session, or with
+        `notebook=True` in a Jupyter kernel (`flowviz.explore`), whose event loop runs the ticks."""
+        if self._callback is not None or (pn.state.curdoc is None and not notebook):
+            return
+        # In the background: otherwise Panel marks the app busy and idle around every tick, and
+        # the watchers of `pn.state.busy` cost ~10% of the event loop at 25 ticks a second.
+        self._callback = PeriodicCallback(callback=self.tick, period=TICK_MS, background=True)
+        self._callback.start()
+        self.state.exact_in_background = True
+        if not notebook:
             pn.state.onload(self.experiment.show_link)  # the page's own address is known once it has loaded
             pn.state.on_session_destroyed(lambda _context: self.close())
 
@@ -120,4 +127,8 @@ class Explorer(pn.viewable.Viewer):
                 panels["layers"], panels["ledger"], panels["log_det"], panels["samples"], self.presentation]
 
     def __panel__(self):
-        return pn.Row(pn.Column(*self.sidebar(), width=360), pn.Column(*self.main(), sizing_mode="stretch_width"))
+        # Outside the template (a notebook cell) the window reporter and the frame clock ride along
+        # in the main column: without the clock's answers a page gets one frame a second.
+        return pn.Row(pn.Column(*self.sidebar(), width=360),
+                      pn.Column(pn.Row(self.screen, self.clock, height=0, margin=0), *self.main(),
+                                sizing_mode="stretch_width"))

@@ -7,7 +7,7 @@ re-announces the unchanged `spec`, so every control that watches it snaps back. 
 a widget.
 
 Example:
-    >>> state = ExperimentState(ExperimentSpec.load(PRESETS / "realnvp-moons.json"))
+    >>> state = ExperimentState(ExperimentSpec.load(preset_path("realnvp-moons")))
     >>> state.set_training("batch_size", 64), state.spec.training.batch_size
     (True, 64)
     >>> state.set_training("grad_clip", -1.0), state.message[:18], state.spec.training.grad_clip
@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import re
 import time
 from collections import deque
 from pathlib import Path
@@ -30,13 +29,13 @@ import param
 
 from flowviz.core.link import read_link
 from flowviz.core.pointfile import PointsFileError, parse_points
+from flowviz.core.presets import preset_path
 from flowviz.core.settings import SpecError
 from flowviz.core.spec import ExperimentSpec, LayerSpec
 from flowviz.core.targets import TARGETS
 from flowviz.ui.layout import unknown_panels
 from flowviz.ui.live import ComputeGate, Frame, LiveSession, rate_per_second
 
-PRESETS = Path(__file__).resolve().parent.parent.parent / "presets"
 DEFAULT_PRESET = "realnvp-moons"
 ANIMATION_EVERY = 4  # while training, the animation and the ledger redraw on every 4th frame
 SLOW_MOTION = 5  # at this many steps per frame or fewer, each frame explains its step
@@ -45,26 +44,12 @@ BRUSH_RADIUS = 0.025  # of the view's width
 MAX_DRAWN = 20_000
 
 
-def preset_files() -> dict[str, Path]:
-    """Preset title -> file, for the picker, in file-name order with numbers as numbers (k2, k8, k32)."""
-    found = {}
-    for path in sorted(PRESETS.glob("*.json"), key=_natural):
-        try:
-            found[ExperimentSpec.load(path).title] = path
-        except SpecError:
-            continue  # a broken preset file is the CLI's and the tests' to report, not the page's
-    return found
-
-
-def _natural(path: Path) -> list:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.stem)]
-
-
-def open_link(value: str | None) -> tuple[ExperimentSpec, str]:
-    """A shared link's experiment, and what could not be used of it (empty when it was sound): the
-    wrong fields fall back to their defaults, hidden panels this page lacks are dropped."""
+def open_link(value: str | None, preset: str | Path = DEFAULT_PRESET) -> tuple[ExperimentSpec, str]:
+    """A shared link's experiment (`preset`'s without one), and what could not be used of it (empty
+    when it was sound): the wrong fields fall back to their defaults, hidden panels this page lacks
+    are dropped."""
     if not value:
-        return ExperimentSpec.load(PRESETS / f"{DEFAULT_PRESET}.json"), ""
+        return ExperimentSpec.load(preset_path(preset)), ""
     spec, ignored = read_link(value)
     unknown = unknown_panels(spec.presentation.hidden)
     if unknown:
@@ -97,7 +82,7 @@ class ExperimentState(param.Parameterized):
     message = param.String(default="", doc="what was wrong with the last thing asked, and what to do")
 
     def __init__(self, spec: ExperimentSpec | None = None, gate: ComputeGate | None = None, **params):
-        spec = spec if spec is not None else ExperimentSpec.load(PRESETS / f"{DEFAULT_PRESET}.json")
+        spec = spec if spec is not None else ExperimentSpec.load(preset_path(DEFAULT_PRESET))
         self.live = LiveSession(spec, gate=gate)
         super().__init__(spec=spec, layer_ids=list(self.live.layer_ids), **params)
         self.frames_shown = 0
