@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from flowviz.core.link import spec_to_link
+from flowviz.core.presets import preset_path
 from flowviz.core.spec import ExperimentSpec
 from flowviz.ui.explorer import Explorer
 from flowviz.ui.live import ComputeGate, LiveSession
@@ -388,3 +389,17 @@ def test_hidden_panels_this_page_lacks_are_refused_or_dropped(explorer):
     page, problem = Explorer.from_link(spec_to_link(ExperimentSpec.from_dict(data)))
     assert "'sidebar' is not a panel" in problem and page.state.spec.presentation.hidden == ("ledger",)
     page.close()
+
+
+def test_a_page_without_a_link_opens_the_served_preset_and_a_link_wins():
+    explorer, problem = Explorer.from_link(None, preset="spline-8gaussians")
+    try:
+        assert problem == "" and {layer.type for layer in explorer.state.spec.layers} == {"spline_coupling"}
+    finally:
+        explorer.close()
+    linked = ExperimentSpec.load(preset_path("planar-u1-k2"))
+    explorer, problem = Explorer.from_link(spec_to_link(linked), preset="spline-8gaussians")
+    try:
+        assert explorer.state.spec.title == linked.title
+    finally:
+        explorer.close()

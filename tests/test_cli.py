@@ -129,3 +129,18 @@ def test_diverging_run_reports_the_layer_and_exits_1(tmp_path: Path):
     result = flowviz("train", preset, "--steps", 5)
     assert result.returncode == 1
     assert "non-finite" in result.stderr and "restored" in result.stderr
+
+
+def test_presets_are_listed_and_found_by_name_or_path(tmp_path: Path):
+    listed = flowviz("presets")
+    assert listed.returncode == 0
+    names = [line.split()[0] for line in listed.stdout.splitlines()]
+    assert {path.stem for path in (ROOT / "presets").glob("*.json")} == set(names)
+    assert flowviz("check", "realnvp-moons", ROOT / "presets" / "realnvp-moons.json").returncode == 0
+    unknown = flowviz("train", "realnvp-moon", "--steps", "1")
+    assert unknown.returncode == 2 and "no preset or file named 'realnvp-moon'" in unknown.stderr
+
+
+def test_serve_refuses_an_unknown_preset_before_starting_a_server():
+    result = flowviz("serve", "no-such-preset", "--port", "1")
+    assert result.returncode == 2 and "flowviz presets" in result.stderr
