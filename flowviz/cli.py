@@ -8,8 +8,9 @@
     flowviz gif realnvp-moons --kind training --every 25 --out t.gif
     flowviz check presets/*.json
 
-`serve` runs `panel serve` on the installed app (`python -m flowviz serve` does the same); a page
-opens PRESET (default realnvp-moons) unless its link names another experiment.
+`serve` runs `panel serve` on the installed app (`python -m flowviz serve` does the same), passing on
+the options it does not know itself (`--use-xheaders`, ...); a page opens PRESET (default
+realnvp-moons) unless its link names another experiment.
 
 `train` shows progress on stderr (a bar with steps/s and the time left on a terminal, a line per
 evaluation when stderr is a file or a pipe) and ends with one JSON line of final metrics on stdout. With
@@ -48,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowviz", description="Serve the flowviz explorer, or train and check "
                                                                   "experiments headless.")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve the explorer in the browser (panel serve on the installed app)")
+    serve = commands.add_parser("serve", help="serve the explorer in the browser (panel serve on the installed app; "
+                                              "other panel serve options pass through)")
     serve.add_argument("preset", nargs="?", default=None,
                        help="the experiment a page opens with: a shipped preset's name or a preset file")
     serve.add_argument("--port", type=int, default=5006, help="port to listen on (default: 5006)")
@@ -83,9 +85,12 @@ def _training_arguments(command: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
     if args.command == "serve":
-        return _serve(args)
+        return _serve(args, extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "presets":
         for name, (title, _path) in preset_files().items():
             print(f"{name:28} {title}")
@@ -97,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     return _train(args)
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, extra: list[str]) -> int:
+    """`panel serve` on the installed app; options flowviz does not know (--use-xheaders,
+    --num-threads, ...) go to `panel serve` as they are."""
     from panel.command import main as panel_main  # Panel only when serving
 
     argv = ["panel", "serve", str(Path(__file__).resolve().parent / "app.py"), "--port", str(args.port)]
@@ -107,6 +114,7 @@ def _serve(args: argparse.Namespace) -> int:
         argv += ["--allow-websocket-origin", origin]
     if args.show:
         argv.append("--show")
+    argv += extra
     if args.preset is not None:
         try:
             ExperimentSpec.load(preset_path(args.preset))

@@ -45,7 +45,8 @@ def installed(tmp_path_factory):
     venv.create(work / "env", with_pip=True)
     python = str(work / "env" / "bin" / "python")
     torch = version("torch").split("+")[0]  # the CPU wheel this checkout runs on: no CUDA downloads
-    subprocess.run([python, "-m", "pip", "install", "-q", f"torch=={torch}", str(wheel)], check=True)
+    subprocess.run([python, "-m", "pip", "install", "-q", "--no-compile", "--disable-pip-version-check", f"torch=={torch}",
+                    str(wheel)], check=True)
     elsewhere = work / "elsewhere"
     elsewhere.mkdir()
     return python, elsewhere
