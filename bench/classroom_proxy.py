@@ -1,7 +1,7 @@
 """A classroom behind nginx: several `panel serve` processes, sticky sessions, checked in a browser.
 
-Starts `--procs` processes of `panel serve flowviz/app.py` (ports 5007, 5008, ...), starts nginx
-with bench/nginx-flowviz.conf (backends and listen port filled in, written to a temp prefix),
+Starts `--procs` processes of `panel serve flowviz/app.py` (127.0.0.1, ports 5007, 5008, ...), starts
+nginx with bench/nginx-flowviz.conf (backends and listen port filled in, written to a temp prefix),
 opens `--pages` pages through http://127.0.0.1:8080/app in headless Chromium (one browser context
 each, so each page is its own "student" with its own affinity cookie), waits for "▶ Play", presses
 it on every page, waits `--seconds`, and checks on every page that
@@ -15,19 +15,28 @@ it on every page, waits `--seconds`, and checks on every page that
   websockets (its log) as nginx gave it pages: no session was built twice, and its log shows no
   error while the pages were open.
 
+With `--hosts N` the backends stand in for N machines behind one nginx: host i listens on its own
+loopback address 127.0.0.(i+2), every host on the same port(s) (`--base-port`, and `--procs` per host,
+default 1), as real hosts each running `panel serve ... --port 5007 --address <its address>` would.
+nginx's upstream names those addresses, and every check above (nginx's $upstream_addr, each
+backend's /rest/session_info and log) goes by the backend's own address:port. Only loopback
+addresses (127.0.0.0/8) are ever used.
+
 Everything it started is stopped at the end, also on failure or Ctrl-C. Prints a markdown table;
 exits 1 if any check failed.
 
-    python bench/classroom_proxy.py                     # 2 processes, 4 pages
+    python bench/classroom_proxy.py                      # 2 processes, 4 pages
     python bench/classroom_proxy.py --procs 3 --pages 6
-    python bench/classroom_proxy.py --sticky ip         # ip_hash: every page on one backend
-    python bench/classroom_proxy.py --sticky none       # round robin: the checks should fail
+    python bench/classroom_proxy.py --hosts 2 --pages 4  # 127.0.0.2:5007 and 127.0.0.3:5007
+    python bench/classroom_proxy.py --sticky ip          # ip_hash: every page on one backend
+    python bench/classroom_proxy.py --sticky none        # round robin: the checks should fail
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import ipaddress
 import json
 import os
 import re
@@ -55,14 +64,38 @@ def say(*parts) -> None:
     print(f"[{time.strftime('%H:%M:%S')}]", *parts, file=sys.stderr, flush=True)
 
 
-def listening(port: int) -> bool:
+LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+Backend = tuple[str, int]  # (address, port): how nginx's upstream and its $upstream_addr name a backend
+
+
+def loopback(address: str) -> str:
+    """`address` itself if it is an IPv4 loopback address; this bench never targets anything else."""
+    if ipaddress.ip_address(address) not in LOOPBACK:
+        raise ValueError(f"{address} is not a loopback address (127.0.0.0/8)")
+    return address
+
+
+def backend_list(hosts: int, procs: int, base_port: int) -> list[Backend]:
+    """Without hosts: `procs` ports on 127.0.0.1. With hosts: host i is 127.0.0.(i+2), each with the
+    same `procs` ports, like machines that all run flowviz on the same port."""
+    addresses = ["127.0.0.1"] if hosts == 0 else [f"127.0.0.{i + 2}" for i in range(hosts)]
+    return [(loopback(address), base_port + j) for address in addresses for j in range(procs)]
+
+
+def name(backend: Backend) -> str:
+    """address:port, as nginx writes $upstream_addr."""
+    return f"{backend[0]}:{backend[1]}"
+
+
+def listening(address: str, port: int) -> bool:
     with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((loopback(address), port)) == 0
 
 
-def render_config(template: str, backends: list[int], listen: int, sticky: str) -> str:
-    """bench/nginx-flowviz.conf with its backends, listen port and stickiness filled in."""
-    servers = "".join(f"        server 127.0.0.1:{port} max_fails=1 fail_timeout=10s;\n" for port in backends)
+def render_config(template: str, backends: list[Backend], listen: int, sticky: str) -> str:
+    """bench/nginx-flowviz.conf with its backends ((address, port) pairs), listen port and stickiness
+    filled in."""
+    servers = "".join(f"        server {name(b)} max_fails=1 fail_timeout=10s;\n" for b in backends)
     text, n = re.subn(r"(# BACKENDS[^\n]*\n).*?(\s*# END BACKENDS)",
                       lambda m: m.group(1) + servers.rstrip("\n") + m.group(2), template, flags=re.DOTALL)
     assert n == 1, "no BACKENDS block in the config"
@@ -75,24 +108,29 @@ def render_config(template: str, backends: list[int], listen: int, sticky: str) 
     return text
 
 
+def backend_log_path(workdir: Path, backend: Backend) -> Path:
+    return workdir / f"backend-{backend[0]}-{backend[1]}.log"
+
+
 class Stack:
     """The processes this run started, stopped in reverse order whatever happens."""
 
     def __init__(self, workdir: Path):
         self.workdir = workdir
-        self.backends: dict[int, subprocess.Popen] = {}
+        self.backends: dict[Backend, subprocess.Popen] = {}
         self.nginx: subprocess.Popen | None = None
         self.nginx_cmd: list[str] = []
 
-    def start_backend(self, port: int, listen: int, xheaders: bool) -> None:
+    def start_backend(self, backend: Backend, listen: int, xheaders: bool) -> None:
         # --rest-session-info: /rest/session_info counts the sessions this process created (checked below).
-        cmd = [sys.executable, "-m", "panel", "serve", "flowviz/app.py", "--port", str(port), "--address", "127.0.0.1",
+        address, port = loopback(backend[0]), backend[1]
+        cmd = [sys.executable, "-m", "panel", "serve", "flowviz/app.py", "--port", str(port), "--address", address,
                f"--allow-websocket-origin=127.0.0.1:{listen}", f"--allow-websocket-origin=localhost:{listen}",
                "--rest-session-info", "--session-history", "-1"]
         if xheaders:
             cmd.append("--use-xheaders")
-        with open(self.workdir / f"backend-{port}.log", "w") as log:  # the child keeps its own copy of the file
-            self.backends[port] = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        with open(backend_log_path(self.workdir, backend), "w") as log:  # the child keeps its own copy of the file
+            self.backends[backend] = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
     def start_nginx(self, conf: Path) -> None:
         base = ["nginx", "-c", str(conf), "-p", f"{self.workdir}/", "-e", str(self.workdir / "logs" / "error.log")]
@@ -170,9 +208,11 @@ def read_access_log(path: Path) -> dict[str, list[dict]]:
     return by_key
 
 
-def session_info(port: int) -> tuple[int, int]:
+def session_info(backend: Backend) -> tuple[int, int]:
     """Sessions a backend has created in all, and those rendered in a page and still live."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/rest/session_info", timeout=30) as response:
+    url = f"http://{loopback(backend[0])}:{backend[1]}/rest/session_info"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # straight there, whatever *_proxy says
+    with opener.open(url, timeout=30) as response:
         info = json.load(response)["session_info"]
     return info["total"], info["live"]
 
@@ -195,9 +235,14 @@ def backend_log(log: Path, until: float) -> tuple[int, list[str]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--procs", type=int, default=2, help="panel serve processes (default 2)")
+    parser.add_argument("--hosts", type=int, default=0,
+                        help="stand-in hosts: host i listens on 127.0.0.(i+2), all on the same port(s) "
+                             "(default 0: every backend on 127.0.0.1)")
+    parser.add_argument("--procs", type=int, default=None,
+                        help="panel serve processes (default 2), or per host with --hosts (default 1)")
     parser.add_argument("--pages", type=int, default=4, help="browser pages, one context each (default 4)")
-    parser.add_argument("--base-port", type=int, default=5007, help="first backend port (default 5007)")
+    parser.add_argument("--base-port", type=int, default=5007,
+                        help="first backend port (default 5007); with --hosts, the port every host uses first")
     parser.add_argument("--listen", type=int, default=8080, help="nginx port on 127.0.0.1 (default 8080)")
     parser.add_argument("--sticky", choices=("cookie", "ip", "none"), default="cookie",
                         help="cookie: hash of the fv_affinity cookie (default); ip: ip_hash; "
@@ -209,8 +254,12 @@ def main() -> int:
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # keep the table in order with the progress lines
 
-    backends = [args.base_port + i for i in range(args.procs)]
-    busy = [p for p in backends + [args.listen] if listening(p)]
+    if args.procs is None:
+        args.procs = 1 if args.hosts else 2
+    if not 0 <= args.hosts <= 253 or args.procs < 1:
+        parser.error("--hosts must be 0 to 253 (127.0.0.2 to 127.0.0.254) and --procs at least 1")
+    backends = backend_list(args.hosts, args.procs, args.base_port)
+    busy = [name(b) for b in backends + [("127.0.0.1", args.listen)] if listening(*b)]
     if busy:
         print(f"ports already in use: {busy}; stop what holds them or pick --base-port/--listen", file=sys.stderr)
         return 2
@@ -226,18 +275,19 @@ def main() -> int:
     failures = []
     started = time.time()
     try:
-        for port in backends:
-            stack.start_backend(port, args.listen, xheaders=not args.no_xheaders)
+        for backend in backends:
+            stack.start_backend(backend, args.listen, xheaders=not args.no_xheaders)
         conf = workdir / "nginx.conf"
         conf.write_text(render_config(CONF.read_text(), backends, args.listen, args.sticky))
         stack.start_nginx(conf)
         deadline = time.time() + 120
-        while not all(listening(p) for p in backends + [args.listen]):
-            dead = [p for p, proc in stack.backends.items() if proc.poll() is not None]
+        while not all(listening(*b) for b in backends + [("127.0.0.1", args.listen)]):
+            dead = [name(b) for b, proc in stack.backends.items() if proc.poll() is not None]
             if dead or stack.nginx.poll() is not None or time.time() > deadline:
                 raise RuntimeError(f"not up: backends exited {dead}, nginx rc {stack.nginx.poll()}; logs in {workdir}")
             time.sleep(0.25)
-        say(f"{args.procs} backends {backends} and nginx on :{args.listen} are up ({time.time() - started:.0f} s); "
+        say(f"{len(backends)} backends {[name(b) for b in backends]} and nginx on 127.0.0.1:{args.listen} are up "
+            f"({time.time() - started:.0f} s); "
             f"sticky={args.sticky}, workdir {workdir}")
 
         from playwright.sync_api import sync_playwright
@@ -295,7 +345,7 @@ def main() -> int:
                         rec["problems"].append(f"connection lost: {rec['lost'][0]}")
                     if args.sticky == "cookie" and not rec["key"]:
                         rec["problems"].append(f"no {COOKIE} cookie")
-                sessions = {port: session_info(port) for port in backends}
+                sessions = {backend: session_info(backend) for backend in backends}
             finally:
                 closed_at = time.time()
                 browser.close()  # closes the websockets, so nginx logs them
@@ -322,7 +372,9 @@ def main() -> int:
                 per_backend[page_get[0]["upstream"]] += 1
 
         print()
-        print(f"## classroom behind nginx: {args.procs} processes, {args.pages} pages, sticky={args.sticky}"
+        procs = f"{args.procs} process{'es' if args.procs != 1 else ''}"
+        layout = f"{args.hosts} hosts × {procs}" if args.hosts else procs
+        print(f"## classroom behind nginx: {layout}, {args.pages} pages, sticky={args.sticky}"
               f"{', no --use-xheaders' if args.no_xheaders else ''}")
         print()
         print("| page | page GET → backend | websocket → backend (status) | requests | load s "
@@ -339,19 +391,19 @@ def main() -> int:
         print()
         print("| backend | pages (nginx) | sessions created | sessions live | websockets opened | error lines |")
         print("|---|---|---|---|---|---|")
-        for port in backends:
-            addr = f"127.0.0.1:{port}"
-            total, live = sessions[port]
-            opened, errors = backend_log(workdir / f"backend-{port}.log", closed_at)
+        for backend in backends:
+            addr = name(backend)
+            total, live = sessions[backend]
+            opened, errors = backend_log(backend_log_path(workdir, backend), closed_at)
             print(f"| {addr} | {per_backend[addr]} | {total} | {live} | {opened} | {len(errors)} |")
             if not total == live == opened == per_backend[addr]:
                 failures.append(f"{addr}: {total} sessions created, {live} live, {opened} websockets "
                                 f"for {per_backend[addr]} pages")
             if errors:
                 failures.append(f"{addr}: {errors[0]}")
-        if args.pages >= args.procs and len(per_backend) < args.procs:
+        if args.pages >= len(backends) and len(per_backend) < len(backends):
             why = "every page comes from 127.0.0.1" if args.sticky == "ip" else "random keys"
-            print(f"\nnote: the pages used {len(per_backend)} of {args.procs} backends ({why}; not a failure)")
+            print(f"\nnote: the pages used {len(per_backend)} of {len(backends)} backends ({why}; not a failure)")
         error_log = workdir / "logs" / "error.log"
         nginx_errors = [line for line in (error_log.read_text().splitlines() if error_log.exists() else [])
                         if re.search(r"\[(error|crit|alert|emerg)\]", line)]
@@ -361,7 +413,7 @@ def main() -> int:
         failures.append(f"{type(exc).__name__}: {exc}")
     finally:
         stack.stop()
-        survivors = [p for p, proc in stack.backends.items() if proc.poll() is None]
+        survivors = [name(b) for b, proc in stack.backends.items() if proc.poll() is None]
         if survivors or (stack.nginx is not None and stack.nginx.poll() is None):
             failures.append(f"still running after stop: backends {survivors}")
         say(f"stopped nginx and {len(stack.backends)} backends ({time.time() - started:.0f} s in all)")
