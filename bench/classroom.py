@@ -267,16 +267,16 @@ def main() -> None:
     stack = Stack(workdir)
     try:
         if args.procs == 1:
-            stack.start_backend(port, port, xheaders=False)
+            stack.start_backend(("127.0.0.1", port), port, xheaders=False)
         else:
-            backends = [free_port() for _ in range(args.procs)]
+            backends = [("127.0.0.1", free_port()) for _ in range(args.procs)]
             for backend in backends:
                 stack.start_backend(backend, port, xheaders=True)
             conf = workdir / "nginx.conf"
             conf.write_text(render_config(CONF.read_text(), backends, port, "cookie"))
             stack.start_nginx(conf)
         pids = [proc.pid for proc in stack.backends.values()]
-        for address in [f"http://127.0.0.1:{backend}/app" for backend in stack.backends] + [url]:
+        for address in [f"http://{host}:{backend_port}/app" for host, backend_port in stack.backends] + [url]:
             for _ in range(600):
                 try:
                     urllib.request.urlopen(address, timeout=60).read()

@@ -53,7 +53,7 @@ def one_start() -> dict:
         server = subprocess.Popen([sys.executable, "-m", "panel", "serve", "flowviz/app.py", "--port", str(port)],
                                   cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            while not listening(port):
+            while not listening("127.0.0.1", port):
                 time.sleep(0.05)
             accepting = time.perf_counter() - started
             interactive(browser.new_page(viewport={"width": 1600, "height": 1200}), url)
