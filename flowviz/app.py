@@ -62,7 +62,7 @@ def create_app(link: str | None = None, preset: str = DEFAULT_PRESET) -> pn.temp
     if open_sessions() > LIMITS.max_sessions:
         return server_full()  # no model, no threads: the sessions already here keep their share
     explorer, _problem = Explorer.from_link(link, gate=pn.state.as_cached("flowviz-compute-gate", compute_gate),
-                                            preset=preset)
+                                            preset=preset, served=pn.state.curdoc is not None)
     template = pn.template.BootstrapTemplate(
         title=TITLE, sidebar=explorer.sidebar(), main=explorer.main(), sidebar_width=SIDEBAR_PX,
         header_background="#1d3557", busy_indicator=None,  # it would flicker on every frame, at a cost

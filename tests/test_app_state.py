@@ -14,6 +14,7 @@ from flowviz.core.spec import ExperimentSpec
 from flowviz.ui.explorer import Explorer
 from flowviz.ui.live import ComputeGate, LiveSession
 from flowviz.ui.stack import LayerStack
+from flowviz.ui.state import ExperimentState
 from tests.test_fuzz import send_file
 
 MOONS = ExperimentSpec.from_dict({
@@ -326,6 +327,31 @@ def test_the_compute_gate_runs_at_most_its_slots_first_come_first_served():
     assert entered == list(range(8))
 
 
+def test_an_urgent_job_goes_ahead_of_every_waiting_one():
+    gate, entered, hold = ComputeGate(1), [], threading.Event()
+
+    def job(i: int, urgent: bool = False) -> None:
+        with gate.urgent() if urgent else gate:
+            entered.append(i)
+            if i == 0:
+                hold.wait(5)
+
+    threads = [threading.Thread(target=job, args=(0,))]
+    threads[0].start()
+    time.sleep(0.05)  # job 0 holds the only slot
+    for i in (1, 2, 3):
+        threads.append(threading.Thread(target=job, args=(i,)))
+        threads[-1].start()
+        time.sleep(0.02)
+    threads.append(threading.Thread(target=job, args=(9, True)))  # a click's frame, arriving last
+    threads[-1].start()
+    time.sleep(0.05)
+    hold.set()
+    for thread in threads:
+        thread.join()
+    assert entered == [0, 9, 1, 2, 3]
+
+
 def test_a_thread_that_loops_on_the_gate_cannot_starve_a_waiting_one():
     gate, laps, seen_at = ComputeGate(1), [0], []
 
@@ -403,3 +429,24 @@ def test_a_page_without_a_link_opens_the_served_preset_and_a_link_wins():
         assert explorer.state.spec.title == linked.title
     finally:
         explorer.close()
+
+
+def test_a_server_session_renders_on_its_rendering_thread_coarse_then_exact():
+    """In a server session the event loop (shared by every page) runs no torch for a click: Step
+    leaves the shown frame alone, and the rendering thread publishes a preview, then the exact frame."""
+    spec = ExperimentSpec.from_dict({"layers": [{"type": "affine_coupling", "settings": {"hidden": 8}}],
+                                     "view": {"resolution": 64}})
+    state = ExperimentState(spec, exact_in_background=True)
+    try:
+        assert state.frame.kind == "preview"  # a new page is never blank
+        assert wait_for(lambda: state.tick() and state.frame.kind == "exact")
+        shown = state.frame
+        published = []
+        state.live.on_publish = lambda: published.append(state.live.take_frame())  # as the explorer's wake-up would
+        state.step()
+        assert state.frame is shown  # nothing computed on the caller's thread
+        assert wait_for(lambda: len(published) == 2)
+        assert [(f.kind, f.step) for f in published] == [("preview", 1), ("exact", 1)]
+    finally:
+        state.close()
+

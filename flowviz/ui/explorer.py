@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import panel as pn
@@ -29,7 +30,11 @@ from flowviz.ui.pickers import FrameClock, Screen
 from flowviz.ui.state import DEFAULT_PRESET, ExperimentState, open_link
 from flowviz.ui.views import LayerEditor, LedgerView, Overview, StripsView, Toolbar
 
-TICK_MS = 25  # how often the page looks for a new frame; frames themselves come at most MAX_FPS
+TICK_MS = 25  # in a notebook, how often the page looks for a new frame; frames come at most MAX_FPS
+# In a server session a new frame and the page's "painted" wake the tick at once; this slow tick only
+# notices a page that stopped answering and a diverged run. Polling at TICK_MS cost every session 40
+# callbacks a second on the event loop all sessions share, busy or not.
+FALLBACK_TICK_MS = 250
 
 
 class Explorer(pn.viewable.Viewer):
@@ -39,8 +44,10 @@ class Explorer(pn.viewable.Viewer):
     screen = param.ClassSelector(class_=Screen, doc="the browser window's width (for the template's header)")
     clock = param.ClassSelector(class_=FrameClock, doc="frames sent and painted (for the template's header)")
 
-    def __init__(self, spec: ExperimentSpec | None = None, gate: ComputeGate | None = None, **params):
-        super().__init__(state=ExperimentState(spec, gate=gate), screen=Screen(fold_below=FOLD_SIDEBAR_BELOW, margin=0),
+    def __init__(self, spec: ExperimentSpec | None = None, gate: ComputeGate | None = None, served: bool = False,
+                 **params):
+        """`served`: a server session's explorer, whose frames the rendering thread computes (`start`)."""
+        super().__init__(state=ExperimentState(spec, gate=gate, exact_in_background=served), screen=Screen(fold_below=FOLD_SIDEBAR_BELOW, margin=0),
                          clock=FrameClock(margin=0), **params)
         state = self.state
         self.experiment, self.target, self.base = ExperimentCard(state), TargetCard(state), BaseCard(state)
@@ -76,11 +83,11 @@ class Explorer(pn.viewable.Viewer):
 
     @classmethod
     def from_link(cls, value: str | None, gate: ComputeGate | None = None,
-                  preset: str | Path = DEFAULT_PRESET) -> tuple[Explorer, str]:
+                  preset: str | Path = DEFAULT_PRESET, served: bool = False) -> tuple[Explorer, str]:
         """An explorer for a shared link's experiment (`preset`'s without a link), and what could not
         be used of the link."""
         spec, problem = open_link(value, preset)
-        explorer = cls(spec, gate=gate)
+        explorer = cls(spec, gate=gate, served=served)
         explorer.state.say(problem)
         return explorer, problem
 
@@ -88,13 +95,20 @@ class Explorer(pn.viewable.Viewer):
     def start(self, notebook: bool = False) -> None:
         """Begin pushing frames to this session's page: inside a server session, or with
         `notebook=True` in a Jupyter kernel (`flowviz.explore`), whose event loop runs the ticks."""
-        if self._callback is not None or (pn.state.curdoc is None and not notebook):
+        doc = pn.state.curdoc
+        if self._callback is not None or (doc is None and not notebook):
             return
         # In the background: otherwise Panel marks the app busy and idle around every tick, and
         # the watchers of `pn.state.busy` cost ~10% of the event loop at 25 ticks a second.
-        self._callback = PeriodicCallback(callback=self.tick, period=TICK_MS, background=True)
+        # log=False: Panel logs two INFO lines per periodic call otherwise.
+        self._callback = PeriodicCallback(callback=self.tick, period=TICK_MS if doc is None else FALLBACK_TICK_MS,
+                                          background=True, log=False)
         self._callback.start()
         self.state.exact_in_background = True
+        if doc is not None:
+            # Bokeh's documented way in from another thread (the rendering thread publishes frames).
+            wake = functools.partial(doc.add_next_tick_callback, self.tick)
+            self.state.live.on_publish = self.clock.on_painted = wake
         if not notebook:
             pn.state.onload(self.experiment.show_link)  # the page's own address is known once it has loaded
             pn.state.on_session_destroyed(lambda _context: self.close())
@@ -107,6 +121,7 @@ class Explorer(pn.viewable.Viewer):
                 self.clock.sent()
 
     def close(self) -> None:
+        self.state.live.on_publish = self.clock.on_painted = None
         if self._callback is not None:
             self._callback.stop()
             self._callback = None

@@ -13,9 +13,11 @@ Three kinds of frame (`Frame.kind`):
   LIVE_STRIP_RESOLUTION with each depth resampled from the one before (core.grid: K inversions
   per pixel instead of K(K+1)/2), refreshed on every STRIPS_EVERY-th frame (the frames between
   carry the same `views` object, which the strips do not send again);
-- "preview", right after an edit or a step: the same, coarse, computed at once;
-- "exact", when paused: every depth through its exact inverse chain at the spec's resolution,
-  computed on the rendering thread (`request_exact`) so that a slow flow never blocks the page.
+- "preview", right after an edit or a step: the same, coarse, computed first;
+- "exact", when paused: every depth through its exact inverse chain at the spec's resolution.
+In a server session both are computed on the rendering thread (`request_exact`), ahead of other
+sessions' work in the gate, so that neither a slow flow nor a busy server holds up the event loop
+every session shares.
 
 Example:
     >>> live = LiveSession(ExperimentSpec.from_dict({"layers": [{"type": "affine_coupling"}]}))
@@ -36,6 +38,7 @@ import copy
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -76,13 +79,29 @@ class ComputeGate:
         self._waiting: deque[threading.Lock] = deque()
 
     def __enter__(self) -> None:
+        self._wait(urgent=False)
+
+    @contextlib.contextmanager
+    def urgent(self):
+        """A slot ahead of every waiting job: for the frame a click asked for, which a person is
+        watching for, not for the steady stream of training steps and live frames."""
+        self._wait(urgent=True)
+        try:
+            yield
+        finally:
+            self.__exit__()
+
+    def _wait(self, urgent: bool) -> None:
         with self._lock:
             if self._free and not self._waiting:
                 self._free -= 1
                 return
             ticket = threading.Lock()
             ticket.acquire()
-            self._waiting.append(ticket)
+            if urgent:
+                self._waiting.appendleft(ticket)
+            else:
+                self._waiting.append(ticket)
         ticket.acquire()  # released by the job that hands its slot over
 
     def __exit__(self, *exc) -> None:
@@ -141,6 +160,7 @@ class LiveSession:
         self._snapshot_ready = threading.Event()
         self._snapshot: tuple[Flow, int] | None = None
         self._exact_wanted = threading.Event()
+        self._preview_wanted = False  # the rendering thread shows a coarse frame before the exact one
         self._version = 0  # counts changes to the model (steps, edits): an exact frame of an older one is dropped
         self._frame_lock = threading.Lock()
         self._frame: Frame | None = None
@@ -148,6 +168,7 @@ class LiveSession:
         self._taken.set()
         self._threads: list[threading.Thread] = []
         self.steps_per_frame = 0  # 0: as many as fit between frames; n: at most n (slow motion)
+        self.on_publish: Callable[[], None] | None = None  # called, on the publishing thread, after each new frame
         self.error: str | None = None
         self.frames_rendered = 0
         self.render_seconds = 0.0  # wall time spent computing live frames (for the benchmarks)
@@ -357,16 +378,25 @@ class LiveSession:
 
     def _exact_frame(self) -> None:
         self._exact_wanted.clear()
+        preview, self._preview_wanted = self._preview_wanted, False
         with self._lock:
             flow, step, version = copy.deepcopy(self.flow), self.step, self._version
-        with self._gate:
-            frame = self._render(flow, step, "exact")
-        if version == self._version and not self._playing.is_set():  # else the model has moved on
+        # Asked for by a click (Pause, Step, an edit): ahead of other sessions' training and live frames.
+        for kind in ("preview", "exact") if preview else ("exact",):
+            with self._urgent():
+                frame = self._render(flow, step, kind)
+            if version != self._version or self._playing.is_set():
+                return  # the model has moved on
             self._publish(frame)
 
-    def request_exact(self) -> None:
-        """Render the exact frame of the current model on the rendering thread; `take_frame` gets it."""
+    def _urgent(self):
+        return self._gate.urgent() if isinstance(self._gate, ComputeGate) else contextlib.nullcontext()
+
+    def request_exact(self, preview: bool = False) -> None:
+        """Render the exact frame of the current model on the rendering thread, after a coarse one if
+        `preview`; `take_frame` gets them."""
         self._start_threads()
+        self._preview_wanted = self._preview_wanted or preview
         self._exact_wanted.set()
 
     # -- frames -------------------------------------------------------------------------------------
@@ -401,6 +431,8 @@ class LiveSession:
             self._taken.clear()
             self.frames_rendered += 1
             self._frame_times.append(time.perf_counter())
+        if self.on_publish is not None:
+            self.on_publish()
 
     def render(self) -> Frame:
         """The exact frame, now, in the caller's thread (outside a server: tests, tools); also published."""

@@ -7,6 +7,7 @@ import base64
 import functools
 import io
 import time
+from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
@@ -182,6 +183,7 @@ class FrameClock(JSComponent):
         super().__init__(**params)
         self.painted = 0
         self.answer_seconds = 0.0  # summed over frames: from sending one to the page saying it painted it
+        self.on_painted: Callable[[], None] | None = None  # called when the page says it painted a frame
         self._sent_at = 0.0
 
     def ready(self) -> bool:
@@ -198,6 +200,8 @@ class FrameClock(JSComponent):
             if data["painted"] == self.shown > self.painted:
                 self.answer_seconds += time.perf_counter() - self._sent_at
             self.painted = max(self.painted, data["painted"])
+            if self.on_painted is not None:
+                self.on_painted()
 
     _esm = """
 export function render({ model }) {

@@ -81,15 +81,20 @@ class ExperimentState(param.Parameterized):
     cumulative = param.Boolean(default=False, doc="the ln|det J| strip shows the sum over layers up to k")
     message = param.String(default="", doc="what was wrong with the last thing asked, and what to do")
 
-    def __init__(self, spec: ExperimentSpec | None = None, gate: ComputeGate | None = None, **params):
+    def __init__(self, spec: ExperimentSpec | None = None, gate: ComputeGate | None = None,
+                 exact_in_background: bool = False, **params):
         spec = spec if spec is not None else ExperimentSpec.load(preset_path(DEFAULT_PRESET))
         self.live = LiveSession(spec, gate=gate)
         super().__init__(spec=spec, layer_ids=list(self.live.layer_ids), **params)
         self.frames_shown = 0
-        self.exact_in_background = False  # the explorer sets it in a server session
+        self.exact_in_background = exact_in_background  # a server session: frames come from the rendering thread
         self._push_times: deque[float] = deque(maxlen=60)
         self._brush = np.random.default_rng(spec.seed)
-        self.render_now()
+        if exact_in_background:  # a new page: coarse views at once, never blank; the exact ones follow
+            self.show(self.live.preview())
+            self.live.request_exact()
+        else:
+            self.render_now()
 
     # -- proposing edits -------------------------------------------------------------------------
     def propose(self, data: dict[str, Any], layer_ids: list[int] | None = None, device: str | None = None) -> bool:
@@ -230,7 +235,7 @@ class ExperimentState(param.Parameterized):
             self.live.play()
         else:
             self.live.pause()
-            self.render_now()
+            self.render_now(coarse_first=False)  # the last live frame stands until the exact one comes
 
     @param.depends("steps_per_frame", watch=True)
     def _speed(self) -> None:
@@ -262,13 +267,12 @@ class ExperimentState(param.Parameterized):
             self.show(frame)
         return frame is not None
 
-    def render_now(self) -> None:
-        """Show the current model: at once and exact outside a server; in a server session a coarse
-        preview at once, and the exact frame from the rendering thread when it is ready (a slow flow
-        must not hold up the server's event loop, which every session shares)."""
+    def render_now(self, coarse_first: bool = True) -> None:
+        """Show the current model: at once and exact outside a server. In a server session the
+        rendering thread computes it, a coarse preview first unless `coarse_first` is False, and the
+        page shows each as it comes: the event loop, which every session shares, runs no torch."""
         if self.exact_in_background:
-            self.show(self.live.preview())
-            self.live.request_exact()
+            self.live.request_exact(preview=coarse_first)
         else:
             self.show(self.live.render())
             self.live.take_frame()
