@@ -331,7 +331,17 @@ PAINTED_SIZE = """(id) => { let view = null;
 
 
 def _screen(page, fig, x, y):
-    return page.evaluate(TO_SCREEN, [fig.id, x, y])
+    """Where the data point (x, y) of `fig` is on the screen, once the page stops moving it: a late
+    reflow (a scrollbar coming or going shifts the centred views by a few pixels) moves a click
+    aimed a moment earlier."""
+    where = page.evaluate(TO_SCREEN, [fig.id, x, y])
+    for _ in range(25):
+        page.wait_for_timeout(200)
+        again = page.evaluate(TO_SCREEN, [fig.id, x, y])
+        if again == where:
+            break
+        where = again
+    return where
 
 
 def _settled(page, explorer, fig):
