@@ -1,7 +1,8 @@
 """Live training for one browser session: the model, a training thread and a rendering thread.
 
 Nothing here imports Panel or Bokeh. The explorer drives a `LiveSession` (play, pause, step, edit)
-and polls `take_frame()` from a periodic callback; the frames are plain numpy.
+and calls `take_frame()` when `on_publish` says a frame is new (or from a slow periodic callback);
+the frames are plain numpy.
 
 Why two threads: a frame (every depth of the flow on a grid) costs several training steps. Rendering
 on a copy of the weights in its own thread lets training run on while the frame is computed, so the
