@@ -450,3 +450,18 @@ def test_a_server_session_renders_on_its_rendering_thread_coarse_then_exact():
     finally:
         state.close()
 
+
+
+def test_sessions_on_one_target_share_its_read_only_picture():
+    spec = ExperimentSpec.from_dict({"layers": [{"type": "affine_coupling", "settings": {"hidden": 8}}],
+                                     "target": {"name": "moons"}, "view": {"resolution": 32}})
+    first, second = LiveSession(spec), LiveSession(spec)
+    other = LiveSession(spec.replace(view={"resolution": 48}))
+    try:
+        assert first.target_picture is second.target_picture  # computed once
+        assert other.target_picture.density.shape == (48, 48)
+        with pytest.raises(ValueError):
+            first.target_picture.density[0, 0] = 1.0  # no session can change another's picture
+    finally:
+        for live in (first, second, other):
+            live.close()

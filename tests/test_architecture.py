@@ -7,7 +7,8 @@ import sys
 
 CORE_MODULES = [
     "flowviz.core.bases", "flowviz.core.build", "flowviz.core.checkpoint", "flowviz.core.devices", "flowviz.core.flow",
-    "flowviz.core.grid", "flowviz.core.layers", "flowviz.core.limits", "flowviz.core.registry", "flowviz.core.settings",
+    "flowviz.core.grid", "flowviz.core.layers", "flowviz.core.limits", "flowviz.core.presets", "flowviz.core.registry",
+    "flowviz.core.settings",
     "flowviz.core.spec", "flowviz.core.targets", "flowviz.core.training", "flowviz.cli",
 ]
 
