@@ -321,6 +321,9 @@ TO_SCREEN = """([id, x, y]) => { let view = null;
   return [box.left + view.frame.x_scale.compute(x), box.top + view.frame.y_scale.compute(y)] }"""
 
 
+DRAG_TOOL = """(id) => { const model = Bokeh.index.roots.length && [...Bokeh.documents[0].all_models].find(m => m.id === id);
+  return model ? (model.toolbar.active_drag ?? null) : 'not found' }"""
+
 PAINTED_SIZE = """(id) => { let view = null;
   const walk = (v) => { if (view) return; if (v.model && v.model.id === id) { view = v; return; }
     for (const child of (typeof v.children === 'function' ? [...v.children()] : [])) walk(child); };
@@ -365,6 +368,8 @@ def test_a_click_follows_a_point_and_a_drag_draws_a_target(page):
 
     page.get_by_role("button", name="✎ Draw").click()
     target = explorer.overview.target_model.target_fig
+    # A drag before the page has switched the figure's pan tool off pans the figure instead of drawing.
+    wait_until(lambda: explorer.state.drawing and page.evaluate(DRAG_TOOL, target.id) is None, 10, "drawing mode")
     start = _screen(page, target, -2.0, -1.0)
     page.mouse.move(*start)
     page.mouse.down()
