@@ -28,7 +28,7 @@ def explore(preset: str | Path = "realnvp-moons"):
     from flowviz.core.spec import ExperimentSpec
     from flowviz.ui.explorer import Explorer
 
-    pn.extension("katex", notifications=False)
+    pn.extension("katex", notifications=False, inline=True)  # the page loads nothing from the internet
     explorer = Explorer(ExperimentSpec.load(preset_path(preset)))
     explorer.start(notebook=True)
     return explorer
