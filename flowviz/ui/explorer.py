@@ -47,8 +47,8 @@ class Explorer(pn.viewable.Viewer):
     def __init__(self, spec: ExperimentSpec | None = None, gate: ComputeGate | None = None, served: bool = False,
                  **params):
         """`served`: a server session's explorer, whose frames the rendering thread computes (`start`)."""
-        super().__init__(state=ExperimentState(spec, gate=gate, exact_in_background=served), screen=Screen(fold_below=FOLD_SIDEBAR_BELOW, margin=0),
-                         clock=FrameClock(margin=0), **params)
+        super().__init__(state=ExperimentState(spec, gate=gate, exact_in_background=served),
+                         screen=Screen(fold_below=FOLD_SIDEBAR_BELOW, margin=0), clock=FrameClock(margin=0), **params)
         state = self.state
         self.experiment, self.target, self.base = ExperimentCard(state), TargetCard(state), BaseCard(state)
         self.training, self.presentation = TrainingCard(state), PresentationCard(state)
@@ -115,7 +115,7 @@ class Explorer(pn.viewable.Viewer):
 
     def tick(self) -> None:
         """Show the newest frame, all its changes in one message, once the page has painted the last
-        one (the periodic callback)."""
+        one (woken by a new frame or the page's answer, and by the periodic callback)."""
         with pn.io.hold():
             if self.state.tick(take=self.clock.ready()):
                 self.clock.sent()
