@@ -3,6 +3,7 @@ environment and run from another folder, serves the explorer and trains a preset
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -39,7 +40,12 @@ def _listening(port: int) -> bool:
 def installed(tmp_path_factory):
     """(python of a fresh environment with the wheel installed, an empty folder to run it from)."""
     work = tmp_path_factory.mktemp("install")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(work / "dist"), ROOT],
+    source = work / "source"  # a copy: building in the checkout would leave (and reuse) its build/ folder
+    for part in ("flowviz", "presets"):
+        shutil.copytree(os.path.join(ROOT, part), source / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for part in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(ROOT, part), source / part)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(work / "dist"), str(source)],
                    check=True)
     (wheel,) = (work / "dist").glob("flowviz-*.whl")
     venv.create(work / "env", with_pip=True)
