@@ -16,10 +16,10 @@ from panel.io.resources import get_dist_path
 
 from flowviz.core.limits import LIMITS
 from flowviz.core.link import LINK_PARAMETER
+from flowviz.core.presets import DEFAULT_PRESET
 from flowviz.ui.explorer import Explorer
 from flowviz.ui.layout import SIDEBAR_PX
 from flowviz.ui.live import ComputeGate
-from flowviz.ui.state import DEFAULT_PRESET
 
 TITLE = "flowviz · normalizing flows, layer by layer"
 

@@ -117,11 +117,12 @@ def _serve(args: argparse.Namespace, extra: list[str]) -> int:
     argv += extra
     if args.preset is not None:
         try:
-            ExperimentSpec.load(preset_path(args.preset))
+            path = preset_path(args.preset)
+            ExperimentSpec.load(path)  # refused here, with its reason, rather than on every page
         except SpecError as error:
             print(f"flowviz: {args.preset}: {error}", file=sys.stderr)
             return 2
-        argv += ["--args", str(preset_path(args.preset).resolve())]
+        argv += ["--args", str(path.resolve())]
     sys.argv = argv
     panel_main()
     return 0

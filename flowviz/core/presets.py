@@ -24,6 +24,7 @@ from flowviz.core.settings import SpecError
 from flowviz.core.spec import ExperimentSpec
 
 _PACKAGE = Path(__file__).resolve().parent.parent
+DEFAULT_PRESET = "realnvp-moons"  # what a page, `flowviz serve` and `flowviz.explore` open without one
 
 
 def presets_dir() -> Path:

@@ -22,12 +22,13 @@ import panel as pn
 import param
 from panel.io.callbacks import PeriodicCallback
 
+from flowviz.core.presets import DEFAULT_PRESET
 from flowviz.core.spec import ExperimentSpec
 from flowviz.ui.cards import BaseCard, ExperimentCard, PresentationCard, TargetCard, TrainingCard
 from flowviz.ui.layout import FOLD_SIDEBAR_BELOW, PANEL_NAMES, SIDEBAR_PANELS, Sizes, main_width
 from flowviz.ui.live import ComputeGate
 from flowviz.ui.pickers import FrameClock, Screen
-from flowviz.ui.state import DEFAULT_PRESET, ExperimentState, open_link
+from flowviz.ui.state import ExperimentState, open_link
 from flowviz.ui.views import LayerEditor, LedgerView, Overview, StripsView, Toolbar
 
 TICK_MS = 25  # in a notebook, how often the page looks for a new frame; frames come at most MAX_FPS

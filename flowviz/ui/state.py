@@ -29,14 +29,13 @@ import param
 
 from flowviz.core.link import read_link
 from flowviz.core.pointfile import PointsFileError, parse_points
-from flowviz.core.presets import preset_path
+from flowviz.core.presets import DEFAULT_PRESET, preset_path
 from flowviz.core.settings import SpecError
 from flowviz.core.spec import ExperimentSpec, LayerSpec
 from flowviz.core.targets import TARGETS
 from flowviz.ui.layout import unknown_panels
 from flowviz.ui.live import ComputeGate, Frame, LiveSession, rate_per_second
 
-DEFAULT_PRESET = "realnvp-moons"
 ANIMATION_EVERY = 4  # while training, the animation and the ledger redraw on every 4th frame
 SLOW_MOTION = 5  # at this many steps per frame or fewer, each frame explains its step
 BRUSH_POINTS = {"tap": 24, "drag": 6}  # points sprayed per click, and per drag event
