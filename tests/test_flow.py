@@ -32,12 +32,13 @@ def test_log_q_along_the_forward_chain_equals_the_inverse_evaluation(seed):
     torch.testing.assert_close(inverse_log_q, forward_log_q, atol=1e-7, rtol=1e-7)
 
 
-@pytest.mark.parametrize("base, half", [("standard_normal", 24), ("gaussian_mixture", 24), ("logistic", 40)])
-def test_flow_density_integrates_to_one_at_every_depth(base, half):
+@pytest.mark.parametrize("base, half, resolution", [("standard_normal", 24, 360), ("gaussian_mixture", 24, 360),
+                                                     ("logistic", 40, 600)])
+def test_flow_density_integrates_to_one_at_every_depth(base, half, resolution):
     """The random leaky-ReLU slopes and LU scalings spread the mass to about ±20 (±35 for the
-    logistic base's exponential tails); the box is chosen to hold it."""
+    logistic base's exponential tails); the box is chosen to hold it, and the grid to resolve the
+    narrowest ridge the stack folds the logistic's mass into (at 360 the sum was off by 1.5%)."""
     flow = every_layer_flow(3, base).float()
-    resolution = 360
     views = evaluate_grid(flow, GridRequest(-half, half, -half, half, resolution=resolution))
     cell = (2 * half / (resolution - 1)) ** 2
     masses = np.exp(views.log_q.astype(np.float64)).sum((1, 2)) * cell
@@ -118,7 +119,7 @@ def test_the_resampled_chain_stays_close_to_the_exact_one_and_is_exact_off_the_i
     shifted = Flow(flow.base, [*flow.layers, shift]).eval()
     exact, live = evaluate_grid(shifted, request), evaluate_grid(shifted, request, exact=False)
     off = request.points()[:, 0].numpy().reshape(96, 96) - 3.0 < request.xmin
-    np.testing.assert_allclose(live.log_q[-1][off], exact.log_q[-1][off], atol=1e-4)
+    np.testing.assert_allclose(live.log_q[-1][off], exact.log_q[-1][off], atol=1e-4, rtol=1e-6)  # float32 at ln q ~ -600
 
 
 def test_the_model_view_is_the_exact_last_depth():

@@ -28,13 +28,16 @@ from flowviz.core.layers import Layer
 
 
 class Flow(nn.Module):
-    def __init__(self, base: Base, layers: Sequence[Layer], enabled: Sequence[bool] | None = None):
+    def __init__(self, base: Base, layers: Sequence[Layer], enabled: Sequence[bool] | None = None,
+                 positions: Sequence[int] | None = None):
         super().__init__()
         self.base = base
         self.layers = nn.ModuleList(layers)
         self.enabled = list(enabled) if enabled is not None else [True] * len(layers)
-        if len(self.enabled) != len(self.layers):
-            raise ValueError("one enabled flag per layer")
+        # The stack position each layer stands for: its index, except in an unfolded view of a flow
+        self.positions = list(positions) if positions is not None else list(range(len(layers)))
+        if len(self.enabled) != len(self.layers) or len(self.positions) != len(self.layers):
+            raise ValueError("one enabled flag and one position per layer")
 
     @property
     def device(self) -> torch.device:
@@ -53,7 +56,14 @@ class Flow(nn.Module):
 
     def active(self) -> list[tuple[int, Layer]]:
         """(position in the stack, layer) of every layer that is switched on, base side first."""
-        return [(i, layer) for i, layer in enumerate(self.layers) if self.enabled[i]]
+        return [(self.positions[i], layer) for i, layer in enumerate(self.layers) if self.enabled[i]]
+
+    def unfolded(self, parts: int) -> Flow:
+        """The same map with each active layer in its parts (`Layer.unfold`: a continuous flow as
+        `parts` time slices), sharing this flow's modules: what the views show when a continuous
+        flow opens into time slices. Each part keeps its layer's stack position."""
+        pieces = [(position, piece) for position, layer in self.active() for piece in layer.unfold(parts)]
+        return Flow(self.base, [piece for _, piece in pieces], positions=[position for position, _ in pieces])
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Base -> data: returns z_K and Σ_k ln|det J_k| (forward Jacobians)."""

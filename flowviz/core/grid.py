@@ -35,7 +35,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -95,6 +95,10 @@ class GridViews:
     grid_lines: np.ndarray  # (K+1, L, P, 2)
     layers: list[int]  # stack position of the layer at each depth 1..K
     exact: bool = True  # False: log_q and cum_log_det were resampled depth to depth (see the module)
+    # Continuous layers (a cnf or one of its time slices), by depth k:
+    times: dict[int, tuple[float, float]] = field(default_factory=dict)  # the ODE time span [t0, t1]
+    paths: dict[int, np.ndarray] = field(default_factory=dict)  # (S + 1, N, 2): samples at every solver step
+    arrows: dict[int, np.ndarray] = field(default_factory=dict)  # (M, 4): x, y, v_x, v_y of v(·, t1) on a coarse grid
 
 
 @torch.no_grad()
@@ -120,9 +124,10 @@ def _evaluate(flow: Flow, request: GridRequest, base_samples: Tensor | None, exa
 
     if base_samples is None:
         base_samples = torch.empty(0, 2)
-    samples, _ = flow.trace(base_samples.to(device))
+    samples, paths = _trace_samples(active, base_samples.to(device))
     lines = request.lines().to(device)
     warped, _ = flow.trace(lines.reshape(-1, 2))
+    continuous = {k: layer for k, (_, layer) in enumerate(active, start=1) if hasattr(layer, "velocity")}
     return GridViews(
         x=_numpy(xs),
         y=_numpy(ys),
@@ -133,7 +138,34 @@ def _evaluate(flow: Flow, request: GridRequest, base_samples: Tensor | None, exa
         grid_lines=_numpy(torch.stack(warped).view(depth + 1, *lines.shape)),
         layers=[position for position, _ in active],
         exact=exact,
+        times={k: (layer.t0, layer.t1) for k, layer in continuous.items()},
+        paths={k: _numpy(path) for k, path in paths.items()},
+        arrows={k: _arrows(layer, request, device) for k, layer in continuous.items()},
     )
+
+
+ARROWS = 11  # per side of the coarse grid a continuous layer's velocity is drawn on
+
+
+def _trace_samples(active, z: Tensor) -> tuple[list[Tensor], dict[int, Tensor]]:
+    """z_k at every depth and, through a continuous layer, its points at every solver step."""
+    points, paths = [z], {}
+    for k, (_, layer) in enumerate(active, start=1):
+        if hasattr(layer, "paths"):
+            paths[k] = layer.paths(points[-1])
+            points.append(paths[k][-1])
+        else:
+            points.append(layer(points[-1])[0])
+    return points, paths
+
+
+def _arrows(layer, request: GridRequest, device) -> np.ndarray:
+    """v(x, t1) of a continuous layer on a coarse grid inset in the view: (M, 4) rows x, y, v_x, v_y."""
+    inset = GridRequest(*(0.92 * a + 0.08 * b for a, b in ((request.xmin, request.xmax), (request.xmax, request.xmin),
+                                                          (request.ymin, request.ymax), (request.ymax, request.ymin))),
+                        resolution=ARROWS)
+    points = inset.points().to(device)
+    return _numpy(torch.cat([points, layer.velocity(points, layer.t1)], 1))
 
 
 def _exact_chains(flow: Flow, active, request: GridRequest, xs: Tensor, ys: Tensor, grid: Tensor):

@@ -5,7 +5,9 @@ the first k layers to find where it started, z_0, then pushes z_0 forward throug
 
     ln q_K(z_K) = ln q_0(z_0) - Σ_k ln|det J_k(z_{k-1})|        (Rezende & Mohamed 2015, eq. 7)
 
-Every row holds z_k, layer k's own ln|det J_k| and the running density ln q_k(z_k). The total is
+Every row holds z_k, layer k's own ln|det J_k| and the running density ln q_k(z_k); a continuous
+flow's row also holds its solver steps, each with its exact ln|det J| and the continuous estimate
+∫ tr ∂v/∂x dt over the same step (`SolverStep`). The total is
 set beside ln q_K(z_K) evaluated directly, through the inverse chain from z_K, the way the density
 views compute it. The two are independent computations of one number, so they agree to float64
 round-off (to the solver tolerance where a layer's inverse is numerical).
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from flowviz.core.flow import Flow
+from flowviz.core.layers.continuous import SolverStep
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,13 @@ class LedgerRow:
     point: tuple[float, float]  # z_k
     log_det: float  # ln|det J_k| at z_{k-1} (0 for the base row)
     log_q: float  # ln q_k(z_k) = ln q_0(z_0) - Σ_{j≤k} ln|det J_j|
+    title: str = ""  # what the layer (or time slice) is called
+    steps: tuple[SolverStep, ...] = ()  # a continuous layer's solver steps, in order
+
+    @property
+    def trace(self) -> float | None:
+        """A continuous layer's ∫ tr ∂v/∂x dt by its solver's quadrature (None for other layers)."""
+        return sum(step.trace for step in self.steps) if self.steps else None
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,13 @@ class Ledger:
     log_det_sum: float  # Σ_k ln|det J_k|
     log_q_sum: float  # ln q_0(z_0) - Σ_k ln|det J_k|
     log_q_direct: float  # ln q_K(z_K) through the inverse chain from z_K
+
+    @property
+    def continuous_gap(self) -> float | None:
+        """Σ over continuous rows of exact ln|det J| minus the integrated trace: the solver's error in
+        the continuous identity, which the exact sum does not have (None without continuous rows)."""
+        rows = [row for row in self.rows if row.steps]
+        return sum(row.log_det - row.trace for row in rows) if rows else None
 
     @property
     def agreement(self) -> float:
@@ -75,14 +92,15 @@ def follow(flow: Flow, point: tuple[float, float], depth: int) -> Ledger:
     for _, layer in reversed(active[:depth]):
         z, _ = layer.inverse(z)
     log_q0 = float(exact.base.log_prob(z)[0])
-    rows = [LedgerRow(0, None, "base", _pair(z), 0.0, log_q0)]
+    rows = [LedgerRow(0, None, "base", _pair(z), 0.0, log_q0, "base")]
     running = log_q0
     total = 0.0
     for k, (position, layer) in enumerate(active, start=1):
+        steps = tuple(layer.walk(z)) if hasattr(layer, "walk") else ()
         z, ladj = layer(z)
         total += float(ladj[0])
         running = log_q0 - total
-        rows.append(LedgerRow(k, position, layer.info.name, _pair(z), float(ladj[0]), running))
+        rows.append(LedgerRow(k, position, layer.info.name, _pair(z), float(ladj[0]), running, layer.info.title, steps))
     direct = float(exact.log_prob(z)[0])
     return Ledger(depth, (float(point[0]), float(point[1])), tuple(rows), log_q0, total, running, direct)
 

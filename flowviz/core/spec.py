@@ -36,9 +36,12 @@ MAX_SPEC_BYTES = 8 * 1024 * 1024
 class TrainingSpec:
     """How to train: each field is a `Setting`, declared once (forms, bounds and checks read it)."""
 
-    objective: str = setting("choice", "forward_kl", choices=("forward_kl", "reverse_kl"),
-                             choice_labels=("forward KL (samples)", "reverse KL (energy)"), label="Objective",
-                             doc="forward KL: maximum likelihood on target samples; reverse KL: fit q to the target density")
+    objective: str = setting("choice", "forward_kl", choices=("forward_kl", "reverse_kl", "flow_matching"),
+                             choice_labels=("forward KL (samples)", "reverse KL (energy)", "flow matching (one cnf)"),
+                             label="Objective",
+                             doc="forward KL: maximum likelihood on target samples; reverse KL: fit q to the target "
+                             "density; flow matching: regress a continuous flow's velocity onto straight paths from "
+                             "base to data points (simulation-free)")
     learning_rate: float = setting("float", 1e-3, low=1e-6, high=10.0, log_scale=True, label="Learning rate",
                                    doc="Adam step size")
     batch_size: int = setting("int", 512, low=1, high=LIMITS.max_batch_size, log_scale=True, label="Batch size",
@@ -48,6 +51,11 @@ class TrainingSpec:
                                doc="clip the gradient norm to this (0: off)")
     anneal_steps: int = setting("int", 0, low=0, high=LIMITS.max_steps, label="Anneal the energy over (steps; reverse KL)",
                                 doc="reverse KL: raise the energy's weight from 0.01 to 1 over this many steps (0: off)")
+    pairing: str = setting("choice", "independent", choices=("independent", "optimal_transport"),
+                           choice_labels=("independent", "minibatch optimal transport"),
+                           label="Pairs of base and data points (flow matching)",
+                           doc="flow matching: draw base and data points independently, or pair them within each "
+                           "batch by an optimal assignment (straighter paths)")
     eval_every: int = setting("int", 100, low=1, high=LIMITS.max_steps, doc="steps between held-out evaluations")
     test_size: int = setting("int", 4096, low=16, high=LIMITS.max_test_size,
                              doc="held-out points (or q samples) per evaluation")
@@ -81,7 +89,10 @@ VIEW_SETTINGS = settings_of(ViewSpec)
 
 PRESENTATION_SETTINGS = (
     Setting("projector", "bool", False, label="Projector: large type and plots", doc="large type and plots for a projector"),
+    Setting("time_slices", "bool", False, label="Open continuous flows into time slices (t = 0, ¼, ½, ¾, 1)",
+            doc="the strips and the ledger show a continuous flow at quarter times, not only at its end"),
 )
+TIME_SLICES = 4  # the parts a continuous flow opens into
 MAX_HIDDEN = 32
 PANEL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # the UI knows which panels exist; the spec only their form
 
@@ -111,11 +122,13 @@ class TargetSpec:
 
 @dataclass(frozen=True)
 class PresentationSpec:
-    """How the page looks: projector mode, and the panels a teacher hid (by name: the page's own
-    list of panels, flowviz.ui.layout.PANELS, says which names exist)."""
+    """How the page looks: projector mode, continuous flows opened into time slices, and the panels a
+    teacher hid (by name: the page's own list of panels, flowviz.ui.layout.PANELS, says which names
+    exist)."""
 
     projector: bool = False
     hidden: tuple[str, ...] = ()
+    time_slices: bool = False
 
 
 @dataclass(frozen=True)
@@ -284,9 +297,8 @@ def _points(points: Any) -> tuple[tuple[float, float], ...]:
 
 def _presentation(data: Any) -> PresentationSpec:
     _expect_object(data, "presentation")
-    _reject_unknown(data, {"projector", "hidden"}, "presentation")
-    projector = validate_settings(PRESENTATION_SETTINGS, {k: v for k, v in data.items() if k == "projector"},
-                                  "presentation")["projector"]
+    _reject_unknown(data, {"projector", "hidden", "time_slices"}, "presentation")
+    switches = validate_settings(PRESENTATION_SETTINGS, {k: v for k, v in data.items() if k != "hidden"}, "presentation")
     hidden = data.get("hidden", [])
     if not isinstance(hidden, list):
         raise SpecError("presentation.hidden", f"expected a list of panel names, got {type(hidden).__name__}")
@@ -295,7 +307,7 @@ def _presentation(data: Any) -> PresentationSpec:
     for i, name in enumerate(hidden):
         if not isinstance(name, str) or not PANEL_NAME.match(name):
             raise SpecError(f"presentation.hidden[{i}]", f"{name!r} is not a panel name (lower-case letters, digits, _)")
-    return PresentationSpec(projector, tuple(dict.fromkeys(hidden)))
+    return PresentationSpec(switches["projector"], tuple(dict.fromkeys(hidden)), switches["time_slices"])
 
 
 def _view(data: Any) -> ViewSpec:
@@ -308,6 +320,8 @@ def _view(data: Any) -> ViewSpec:
 
 def _check_combination(spec: ExperimentSpec) -> None:
     target = TARGETS[spec.target.name].info
+    if spec.training.objective == "flow_matching":
+        _check_flow_matching(spec)
     if spec.training.objective == "reverse_kl":
         if not target.smooth_density:
             raise SpecError(
@@ -322,3 +336,19 @@ def _check_combination(spec: ExperimentSpec) -> None:
                 f"a learnable {base.title} base cannot be trained by reverse KL (its samples carry no gradient); "
                 "set learnable to false or use forward_kl",
             )
+
+
+def _check_flow_matching(spec: ExperimentSpec) -> None:
+    """Flow matching trains one velocity field on straight paths from base points to data points: the
+    enabled stack must be one continuous flow, and nothing else may need training."""
+    enabled = [layer.type for layer in spec.layers if layer.enabled]
+    if enabled != ["cnf"]:
+        found = ", ".join(enabled) if enabled else "no layer"
+        raise SpecError(
+            "training.objective",
+            f"flow matching trains the velocity of one continuous flow, so the enabled stack must be exactly one "
+            f"cnf layer; it has {found}. Switch the other layers off, or train with forward_kl",
+        )
+    if spec.base.learnable:
+        raise SpecError("base.learnable", "flow matching does not train the base (its points are the paths' "
+                                          "starts); set learnable to false or train with forward_kl")

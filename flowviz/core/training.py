@@ -1,8 +1,17 @@
-"""Training: forward KL (maximum likelihood on target samples) and reverse KL (variational
-inference against the target's energy), with Adam, clipping, and a guard against divergence.
+"""Training: forward KL (maximum likelihood on target samples), reverse KL (variational
+inference against the target's energy) and flow matching (a continuous flow's velocity regressed
+onto straight paths), with Adam, clipping, and a guard against divergence.
 
-    forward KL:  loss = -E_p[ln q_K(x)]                  (= KL(p‖q) + H(p))
-    reverse KL:  loss =  E_q[ln q_K(x) + U(x)]           (= KL(q‖p) - ln Z)
+    forward KL:     loss = -E_p[ln q_K(x)]                  (= KL(p‖q) + H(p))
+    reverse KL:     loss =  E_q[ln q_K(x) + U(x)]           (= KL(q‖p) - ln Z)
+    flow matching:  loss =  E‖v(x_t, t) - (x_1 - x_0)‖²,    x_t = (1 - t) x_0 + t x_1,
+                    x_0 ~ q_0, x_1 ~ p, t ~ U[0, 1]          (Lipman et al. 2023, arXiv:2210.02747, with
+                    σ_min = 0: rectified flow, Liu et al. 2023, arXiv:2209.03003)
+
+Flow matching never solves the ODE while training; the held-out NLL and KL(p‖q) are still those of
+the solved map's exact density. With `pairing = "optimal_transport"` each batch's base and data
+points are paired by an optimal assignment of squared distances (Tong et al. 2023,
+arXiv:2302.00482), which straightens the paths the field learns.
 
 A step whose loss, gradients or updated parameters are not finite is rejected: the parameters and
 buffers from before the step come back, and `TrainingDiverged` names the first layer that went
@@ -166,6 +175,8 @@ class Trainer:
     def _loss(self, eager: bool = False) -> Tensor:
         log_prob, push = (self.flow.log_prob, self.flow.forward) if eager else (self._log_prob, self._push)
         n = self.settings.batch_size
+        if self.objective == "flow_matching":
+            return self._flow_matching_loss(n)
         if self.objective == "forward_kl":
             x = self.target.sample(n, self.generator).to(self.device)
             self._last_input = x
@@ -174,6 +185,18 @@ class Trainer:
         self._last_input = z
         x, ladj = push(z)
         return (self.flow.base.log_prob(z) - ladj + self.inverse_temperature() * self.target.energy(x)).mean()
+
+    def _flow_matching_loss(self, n: int) -> Tensor:
+        x1 = self.target.sample(n, self.generator).to(self.device)
+        with torch.no_grad():
+            x0 = self.flow.base.sample(n, self.generator).to(self.device, x1.dtype)
+        if self.settings.pairing == "optimal_transport":
+            x0 = x0[optimal_pairs(x0, x1)]
+        t = torch.rand(n, generator=self.generator).to(self.device, x1.dtype)
+        xt = torch.lerp(x0, x1, t[:, None])
+        self._last_input = xt
+        (_, cnf), = self.flow.active()  # the spec allows flow matching on one cnf layer only
+        return (cnf.velocity(xt, t) - (x1 - x0)).square().sum(-1).mean()
 
     def inverse_temperature(self) -> float:
         """β in E_q[ln q + β U], raised linearly from 0.01 to 1 over `anneal_steps` (Rezende &
@@ -231,13 +254,13 @@ class Trainer:
                 if list(layer.parameters()) and not _all_finite(list(layer.parameters())):
                     return position
         if stage is Stage.GRADIENT:
-            order = reversed(active) if self.objective == "forward_kl" else active
+            order = active if self.objective == "reverse_kl" else reversed(active)
             for position, layer in order:
                 if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in layer.parameters()):
                     return position
         points = self._last_input
         with torch.no_grad():
-            if self.objective == "forward_kl":
+            if self.objective != "reverse_kl":  # data-side points: walk them towards the base
                 for position, layer in reversed(active):
                     points, ladj = layer.inverse(points)
                     if not (torch.isfinite(points).all() and torch.isfinite(ladj).all()):
@@ -258,7 +281,7 @@ class Trainer:
             test_nll = float(-log_q.mean())
             kl = None
             if self.target.info.exact_density:
-                if self.objective == "forward_kl":
+                if self.objective != "reverse_kl":
                     kl = float((self.target.log_prob(self.test_points) - log_q).mean())
                 else:
                     generator = torch.Generator().manual_seed(self.spec.seed + 104_729)
@@ -296,5 +319,32 @@ class Trainer:
             "train_nll": _finite(loss) if self.objective == "forward_kl" else None,
             "test_nll": _finite(evaluation.test_nll),
             "kl": None if evaluation.kl is None else _finite(evaluation.kl),
-            "kl_direction": None if evaluation.kl is None else ("p||q" if self.objective == "forward_kl" else "q||p"),
+            "kl_direction": None if evaluation.kl is None else ("q||p" if self.objective == "reverse_kl" else "p||q"),
         }
+
+
+OT_BLOCK = 128  # points per exact assignment: it costs ~n³ (1.6 ms at 128, 127 ms at 512 on this CPU)
+
+
+def optimal_pairs(x0: Tensor, x1: Tensor, block: int = OT_BLOCK) -> Tensor:
+    """The order of x0 that pairs x0[order][i] with x1[i] at the least total squared distance within
+    each block of `block` consecutive points (an exact assignment per block, scipy's
+    linear_sum_assignment; a batch's points are drawn independently, so blocks are random subsets).
+
+    Example:
+        >>> x1 = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+        >>> x0 = x1[[2, 0, 1]] + 0.1
+        >>> x0[optimal_pairs(x0, x1)] - x1
+        tensor([[0.1000, 0.1000],
+                [0.1000, 0.1000],
+                [0.1000, 0.1000]])
+    """
+    from scipy.optimize import linear_sum_assignment  # only flow matching with pairing needs scipy
+
+    order = torch.empty(len(x0), dtype=torch.long)
+    for start in range(0, len(x0), block):
+        stop = min(start + block, len(x0))
+        cost = torch.cdist(x0[start:stop].double(), x1[start:stop].double()).square().cpu().numpy()
+        rows, columns = linear_sum_assignment(cost)
+        order[start + torch.as_tensor(columns)] = start + torch.as_tensor(rows)
+    return order.to(x0.device)

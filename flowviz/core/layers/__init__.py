@@ -1,6 +1,14 @@
 """Invertible 2-D layers and their registry (`LAYERS`, name -> class; each class has `.info`)."""
 
-from flowviz.core.layers import autoregressive, coupling, elementwise, linear, normalization, residual  # noqa: F401  (registers)
+from flowviz.core.layers import (  # noqa: F401  (registers)
+    autoregressive,
+    continuous,
+    coupling,
+    elementwise,
+    linear,
+    normalization,
+    residual,
+)
 from flowviz.core.layers.base import LAYERS, IterativeInverse, Layer, LayerInfo
 
 __all__ = ["LAYERS", "IterativeInverse", "Layer", "LayerInfo", "make_layer"]

@@ -56,6 +56,11 @@ class Layer(nn.Module):
         gy, gx = torch.meshgrid(ys, xs, indexing="ij")
         return self.inverse(torch.stack([gx.reshape(-1), gy.reshape(-1)], -1))
 
+    def unfold(self, parts: int) -> list[Layer]:
+        """The layer as consecutive parts the views can show one by one (a continuous flow's time
+        slices); most layers are one part."""
+        return [self]
+
 
 class IterativeInverse(Layer):
     """A layer whose inverse is found numerically (accurate to well below 1e-5)."""
