@@ -508,3 +508,35 @@ def test_training_shows_a_sharp_model_view_and_pausing_the_exact_chain(page):
     assert model.data["image"][0].dtype == np.float32 and model.data["image"][0].max() > 0
     assert "exact: each depth through its inverse chain" in explorer.strips.density.figure.title.text
     assert page.errors == []
+
+
+def test_a_continuous_flow_opens_into_time_slices_and_trains_by_flow_matching(page):
+    """The flow-matching preset opens its continuous flow at quarter times, with the velocity field
+    drawn on the samples; Play trains it; a click follows a point through every solver step, beside
+    the integrated trace; closing the slices leaves one panel for the whole flow."""
+    from flowviz.core.presets import preset_path
+
+    explorer = page.open("?spec=" + spec_to_link(ExperimentSpec.load(preset_path("cnf-fm-moons"))))
+    quarters = [f"Continuous flow, t = {t}" for t in ("¼", "½", "¾", "1")]
+    wait_until(lambda: explorer.state.frame.layer_titles == quarters and explorer.state.frame.kind == "exact", 60,
+               "the exact frame, in time slices")
+    arrows = np.asarray(explorer.strips.samples.points.data["ax"], np.float64)
+    assert np.isfinite(arrows).sum() == 4 * 9 * 9  # v(x, t) on a 9 × 9 grid in each slice's panel
+    page.get_by_role("button", name="▶ Play").click()
+    wait_until(lambda: explorer.state.live.step > 300, 60, "flow matching steps")
+    page.get_by_role("button", name="❚❚ Pause").click()
+    losses = explorer.state.live.losses
+    assert sum(losses[-50:]) < sum(losses[:50])  # the velocity regression learns
+    wait_until(lambda: explorer.state.frame.kind == "exact", 60, "the exact frame after the pause")
+    strip = explorer.strips.density
+    _settled(page, explorer, strip.figure)
+    dx, dy = strip.layout.offset(4)
+    page.mouse.click(*_screen(page, strip.figure, 0.5 + dx, 0.25 + dy))
+    wait_until(lambda: explorer.state.ledger is not None, 10, "the click to reach the server")
+    page.get_by_text("solver step t = 0.969 → 1").wait_for(timeout=10_000)  # the last of 32 Euler steps
+    page.get_by_text("they agree").wait_for(timeout=10_000)
+    assert page.get_by_text("continuous identity").count() == 1
+    page.locator(".fv-time-slices input[type=checkbox]").uncheck()  # (its text is no <label> of the box)
+    wait_until(lambda: explorer.state.frame.layer_titles == ["Continuous flow"], 60, "one panel for the whole flow")
+    assert not explorer.state.spec.presentation.time_slices
+    assert page.errors == [] and page.external == []

@@ -144,7 +144,7 @@ def _evaluate(flow: Flow, request: GridRequest, base_samples: Tensor | None, exa
     )
 
 
-ARROWS = 11  # per side of the coarse grid a continuous layer's velocity is drawn on
+ARROWS = 9  # per side of the coarse grid a continuous layer's velocity is drawn on
 
 
 def _trace_samples(active, z: Tensor) -> tuple[list[Tensor], dict[int, Tensor]]:

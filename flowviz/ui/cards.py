@@ -193,7 +193,7 @@ class PresentationCard(StateView):
         super().__init__(state, **params)
         presentation = state.spec.presentation
         self.projector = SettingsForm(PRESENTATION_SETTINGS, {"projector": presentation.projector},
-                                      lambda _name, value: state.set_presentation(projector=value))
+                                      lambda _name, value: state.set_presentation(projector=value), names=("projector",))
         self.hidden = pn.widgets.CheckBoxGroup(options={panel.label: panel.name for panel in PANELS}, inline=True,
                                                value=list(presentation.hidden))
         self.hidden.param.watch(lambda event: state.set_presentation(hidden=event.new), "value")

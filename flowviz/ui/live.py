@@ -13,7 +13,10 @@ Three kinds of frame (`Frame.kind`):
 - "live", while training: the model view's ln q_K exact at LIVE_MODEL_RESOLUTION, the strips at
   LIVE_STRIP_RESOLUTION with each depth resampled from the one before (core.grid: K inversions
   per pixel instead of K(K+1)/2), refreshed on every STRIPS_EVERY-th frame (the frames between
-  carry the same `views` object, which the strips do not send again);
+  carry the same `views` object, which the strips do not send again). A flow whose live frames
+  cost more than LIVE_FRAME_BUDGET (a continuous flow: every solver step needs the 2×2 Jacobian of
+  its network on every pixel) is drawn at three quarters or half those sides until it fits
+  (`next_live_scale`); the page says so;
 - "preview", right after an edit or a step: the same, coarse, computed first;
 - "exact", when paused: every depth through its exact inverse chain at the spec's resolution.
 In a server session both are computed on the rendering thread (`request_exact`), ahead of other
@@ -51,7 +54,7 @@ from flowviz.core.flow import Flow
 from flowviz.core.grid import GridRequest, GridViews, evaluate_grid, output_log_prob, target_image
 from flowviz.core.layers import Layer
 from flowviz.core.ledger import Ledger, follow
-from flowviz.core.spec import ExperimentSpec, LayerSpec
+from flowviz.core.spec import TIME_SLICES, ExperimentSpec, LayerSpec
 from flowviz.core.training import Evaluation, Trainer, TrainingDiverged
 
 SAMPLES_SHOWN = 600  # base samples pushed through the stack in the sample views
@@ -62,6 +65,26 @@ PREVIEW_RESOLUTION = 48  # the first, coarse view after an edit, before the exac
 MAX_FPS = 20.0
 STRIPS_EVERY = 2  # while training, the strips refresh on every 2nd frame, the model view on every one
 UNTAKEN_WAIT = 0.5  # seconds the rendering thread waits for the page to take its last frame
+LIVE_FRAME_BUDGET = 0.1  # seconds of rendering a live frame should take, at most
+LIVE_SCALES = (1.0, 0.75, 0.5)  # of the live resolutions, for flows that cost more than the budget
+
+
+def next_live_scale(index: int, seconds: float) -> int:
+    """The index into LIVE_SCALES for the next live frames, after frames that took `seconds` each to
+    render: coarser above 1.5× the budget, finer again below 0.4× (the gap keeps it from flickering
+    between two sizes; a RealNVP frame, 40-65 ms, never leaves full size).
+
+    Example:
+        >>> next_live_scale(0, 0.3), next_live_scale(1, 0.3), next_live_scale(2, 0.3)
+        (1, 2, 2)
+        >>> next_live_scale(2, 0.03), next_live_scale(1, 0.08), next_live_scale(0, 0.03)
+        (1, 1, 0)
+    """
+    if seconds > 1.5 * LIVE_FRAME_BUDGET:
+        return min(index + 1, len(LIVE_SCALES) - 1)
+    if seconds < 0.4 * LIVE_FRAME_BUDGET:
+        return max(index - 1, 0)
+    return index
 
 
 class ComputeGate:
@@ -206,6 +229,8 @@ class LiveSession:
         self._live_views: GridViews | None = None  # the strips of the last live frame, reused between refreshes
         self._live_request: GridRequest | None = None
         self._live_frames = 0
+        self._live_scale = 0  # index into LIVE_SCALES
+        self._live_costs: deque[float] = deque(maxlen=STRIPS_EVERY)  # render seconds of the last live frames
         self._step_times: deque[float] = deque(maxlen=400)
         self._frame_times: deque[float] = deque(maxlen=60)
         self._steps_since_snapshot = 0
@@ -221,6 +246,7 @@ class LiveSession:
             self._modules = {i: (layer, module) for i, layer, module in zip(self.layer_ids, spec.layers, flow.layers)}
             self._prepare_views()
             self._version += 1
+            self._live_scale = 0  # a new flow starts at full size
 
     def _prepare_views(self) -> None:
         spec = self.spec
@@ -296,6 +322,7 @@ class LiveSession:
             if target_changed:
                 self._prepare_views()
             self._version += 1
+            self._live_scale = 0  # the edited flow may cost less
             self.error = None
 
     # -- training -----------------------------------------------------------------------------------
@@ -397,7 +424,14 @@ class LiveSession:
         with self._gate:
             started = time.perf_counter()
             frame = self._render(flow, step, "live")
-            self.render_seconds += time.perf_counter() - started
+            took = time.perf_counter() - started
+            self.render_seconds += took
+        self._live_costs.append(took)
+        if len(self._live_costs) == STRIPS_EVERY:  # a whole cycle: model-only frames and one with the strips
+            scale = next_live_scale(self._live_scale, sum(self._live_costs) / STRIPS_EVERY)
+            if scale != self._live_scale:
+                self._live_scale = scale
+                self._live_costs.clear()
         # Flow control: a frame waits for the page to take the one before, so a slow page (or a
         # busy server) gets fewer frames instead of frames computed for nothing; the next one is
         # computed while the page paints this one.
@@ -433,7 +467,17 @@ class LiveSession:
         view = replace(self.spec.view, resolution=min(resolution, self.spec.view.resolution))
         return replace(GridRequest.from_view(view), grid_lines=13, line_points=33)
 
+    def _shown(self, flow: Flow) -> Flow:
+        """The flow as the views show it: continuous layers opened into time slices if asked."""
+        return flow.unfolded(TIME_SLICES) if self.spec.presentation.time_slices else flow
+
+    def depths(self) -> int:
+        """How many depths past the base the views show."""
+        with self._lock:
+            return len(self._shown(self.flow).active())
+
     def _render(self, flow: Flow, step: int, kind: str) -> Frame:
+        flow = self._shown(flow)
         noise = flow.base.sample(SAMPLES_SHOWN, torch.Generator().manual_seed(self._noise_seed)).detach()
         if kind == "exact":
             views = evaluate_grid(flow, self._request(self.spec.view.resolution), noise)
@@ -444,14 +488,15 @@ class LiveSession:
             views = evaluate_grid(flow, self._request(resolution), noise, exact=False)
             model = views.log_q[-1]
         else:
-            request = self._request(LIVE_STRIP_RESOLUTION)
+            scale = LIVE_SCALES[self._live_scale]
+            request = self._request(round(LIVE_STRIP_RESOLUTION * scale))
             views, self._live_frames = self._live_views, self._live_frames + 1
             due = self._live_frames % STRIPS_EVERY == 0
             if due or views is None or views.layers != [i for i, _ in flow.active()] or self._live_request != request:
                 views = self._live_views = evaluate_grid(flow, request, noise, exact=False)
                 self._live_request = request
-            model = output_log_prob(flow, self._request(LIVE_MODEL_RESOLUTION))
-        titles = [flow.layers[i].info.title for i in views.layers]
+            model = output_log_prob(flow, self._request(round(LIVE_MODEL_RESOLUTION * scale)))
+        titles = [layer.info.title for _, layer in flow.active()]
         return Frame(step, views, model, titles, kind)
 
     def _publish(self, frame: Frame) -> None:
@@ -497,7 +542,8 @@ class LiveSession:
     def follow(self, point: tuple[float, float], depth: int) -> Ledger:
         """The ledger of `point` at depth `depth` under the current weights (see core.ledger)."""
         with self._lock:
-            return follow(self.flow, point, min(depth, len(self.flow.active())))
+            shown = self._shown(self.flow)
+            return follow(shown, point, min(depth, len(shown.active())))
 
     def latest_evaluation(self) -> Evaluation | None:
         return self.evaluations[-1] if self.evaluations else None

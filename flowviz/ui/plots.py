@@ -262,12 +262,20 @@ class DepthAnimation:
         self.images.data = {"image": [self.scale.encode(density[k], quantised), self.scale.encode(density[upper], quantised)],
                             "alpha": [1.0, float(f)]}
         points = ((1 - f) * views.samples[k] + f * views.samples[upper]).astype(np.float32)
+        clock = ""
+        if upper in views.paths and upper != k:  # through a continuous flow: along its solver's path
+            path = views.paths[upper]
+            position = f * (len(path) - 1)
+            i = min(int(position), len(path) - 2)
+            points = ((1 - (position - i)) * path[i] + (position - i) * path[i + 1]).astype(np.float32)
+            t0, t1 = views.times[upper]
+            clock = f" · ODE time {t0 + f * (t1 - t0):.2f}"
         if self._colors_for != points.shape[0]:
             self.points.data = {"x": points[:, 0], "y": points[:, 1], "color": packed_colors(views.samples[0])}
             self._colors_for = points.shape[0]
         else:
             self.points.data.update(x=points[:, 0], y=points[:, 1])
-        caption = f"t = {t:.2f} · " + depth_label(round(t), titles, 30).replace("\n", ": ")
+        caption = f"depth {t:.2f} · " + depth_label(round(t), titles, 30).replace("\n", ": ") + clock
         if self.caption.data["text"] != [caption]:
             self.caption.data.update(text=[caption])
 

@@ -54,7 +54,7 @@ def open_link(value: str | None, preset: str | Path = DEFAULT_PRESET) -> tuple[E
     if unknown:
         ignored += unknown
         kept = [name for name in spec.presentation.hidden if not unknown_panels((name,))]
-        spec = spec.replace(presentation={"projector": spec.presentation.projector, "hidden": kept})
+        spec = spec.replace(presentation={**spec.to_dict()["presentation"], "hidden": kept})
     if not ignored:
         return spec, ""
     shown = "; ".join(ignored[:4]) + (f"; and {len(ignored) - 4} more" if len(ignored) > 4 else "")
@@ -169,10 +169,13 @@ class ExperimentState(param.Parameterized):
         data["layers"] = [{"type": layer.type, "settings": layer.settings, "enabled": layer.enabled} for layer in layers]
         return self.propose(data, layer_ids=ids)
 
-    def set_presentation(self, projector: bool | None = None, hidden: list[str] | None = None) -> bool:
+    def set_presentation(self, projector: bool | None = None, hidden: list[str] | None = None,
+                         time_slices: bool | None = None) -> bool:
         data = self._candidate()
         if projector is not None:
             data["presentation"]["projector"] = projector
+        if time_slices is not None:
+            data["presentation"]["time_slices"] = time_slices
         if hidden is not None:
             data["presentation"]["hidden"] = list(hidden)
         return self.propose(data)
@@ -219,7 +222,8 @@ class ExperimentState(param.Parameterized):
     def _train_on_points(self, points: list, settings: dict, source: str) -> bool:
         data = self._candidate()
         data["target"] = {"name": "points", "settings": settings, "points": points}
-        data["training"]["objective"] = "forward_kl"
+        if data["training"]["objective"] == "reverse_kl":  # points have no energy; the others train on samples
+            data["training"]["objective"] = "forward_kl"
         previous, self.points_source = self.points_source, source
         if not self.propose(data):
             self.points_source = previous
@@ -295,7 +299,7 @@ class ExperimentState(param.Parameterized):
     def kl_label(self) -> str:
         if not TARGETS[self.spec.target.name].info.exact_density:
             return ""
-        return "true KL(p‖q)" if self.spec.training.objective == "forward_kl" else "true KL(q‖p)"
+        return "true KL(q‖p)" if self.spec.training.objective == "reverse_kl" else "true KL(p‖q)"
 
     # -- following a point -------------------------------------------------------------------------
     def follow(self, depth: int, point: tuple[float, float]) -> None:
@@ -304,7 +308,7 @@ class ExperimentState(param.Parameterized):
         self._refresh_ledger()
 
     def follow_output(self, x: float, y: float) -> None:
-        self.follow(len(self.live.flow.active()), (x, y))
+        self.follow(self.live.depths(), (x, y))
 
     def unfollow(self) -> None:
         self.param.update(followed=None, ledger=None)

@@ -219,6 +219,28 @@ def _padded(values: np.ndarray, rows: int) -> np.ndarray:
     return out
 
 
+ARROW_COLUMNS = ("ax", "ay", "bx", "by", "angle")
+ARROW_COLOR = "#1f3b73"
+ARROW_LENGTH = 0.09  # the fastest arrow of a frame, as a fraction of the view's width (the grid's spacing)
+
+
+def arrow_columns(views: GridViews, layout: StripLayout) -> dict[str, np.ndarray]:
+    """Segments from each coarse-grid point along v(x, t1), in the panels of continuous layers. One
+    length scale for the whole frame, so speeds compare across panels; the head points along v."""
+    if not views.arrows:
+        return {name: np.zeros(0, np.float32) for name in ARROW_COLUMNS}
+    speeds = np.concatenate([np.hypot(a[:, 2], a[:, 3]) for a in views.arrows.values()])
+    scale = ARROW_LENGTH * layout.w / max(float(np.nanmax(speeds)) if speeds.size else 0.0, 1e-9)
+    parts = []
+    for k, arrows in views.arrows.items():
+        dx, dy = layout.offset(k)
+        start = arrows[:, :2] + (dx, dy)
+        end = start + scale * arrows[:, 2:]
+        parts.append(np.column_stack([start, end, np.arctan2(arrows[:, 3], arrows[:, 2]) - np.pi / 2]))
+    table = np.concatenate(parts).astype(np.float32)
+    return dict(zip(ARROW_COLUMNS, table.T))
+
+
 class SampleStrip(Strip):
     """The samples z_k of every depth, coloured by where they start, over the warped base grid."""
 
@@ -227,9 +249,15 @@ class SampleStrip(Strip):
         # Samples and grid lines share one source (one message per frame): both are padded with
         # NaN to a common length, which neither glyph draws.
         empty = np.zeros(0, np.float32)
-        self.points = ColumnDataSource({"x": empty, "y": empty, "color": np.zeros(0, np.uint32), "lx": empty, "ly": empty})
+        self.points = ColumnDataSource({"x": empty, "y": empty, "color": np.zeros(0, np.uint32), "lx": empty, "ly": empty,
+                                        **{name: empty for name in ARROW_COLUMNS}})
         self.figure.line("lx", "ly", source=self.points, line_color="#b9c0cc", line_width=0.8)
         self.figure.scatter("x", "y", source=self.points, color="color", size=3, line_color=None)
+        # A continuous flow's velocity field: a segment and a triangle head per arrow (NaN rows draw nothing)
+        self.figure.segment("ax", "ay", "bx", "by", source=self.points, line_color=ARROW_COLOR, line_width=1.2,
+                            line_alpha=0.6)
+        self.figure.scatter("bx", "by", source=self.points, marker="triangle", angle="angle", size=5,
+                            color=ARROW_COLOR, line_color=None, alpha=0.6)
         self.frames = ColumnDataSource({"x": [], "y": [], "w": [], "h": []})
         self.figure.rect("x", "y", "w", "h", source=self.frames, fill_color=None, line_color="#d4d9e2")
         self._colors_for: tuple | None = None
@@ -249,9 +277,11 @@ class SampleStrip(Strip):
         lines = layout.inside(views.grid_lines) + offsets[:, None, None, :]
         gaps = np.full(lines.shape[:-2] + (1, 2), np.nan, np.float32)
         lines = np.concatenate([lines, gaps], axis=-2).reshape(-1, 2)
-        rows = max(len(points), len(lines))
+        arrows = arrow_columns(views, layout)
+        rows = max(len(points), len(lines), len(arrows["ax"]))
         columns = {"x": _padded(points[:, 0], rows), "y": _padded(points[:, 1], rows),
-                   "lx": _padded(lines[:, 0], rows), "ly": _padded(lines[:, 1], rows)}
+                   "lx": _padded(lines[:, 0], rows), "ly": _padded(lines[:, 1], rows),
+                   **{name: _padded(values, rows) for name, values in arrows.items()}}
         if self._colors_for != (depths * n, rows):
             colors = np.zeros(rows, np.uint32)  # transparent padding
             colors[: depths * n] = np.tile(packed_colors(views.samples[0]), depths)

@@ -37,6 +37,13 @@ def formula_tex(layer_types: list[str], ledger: Ledger | None = None) -> str:
         where = ", ".join(str(k) for k in depths[:6]) + (r", \dots" if len(depths) > 6 else "")
         lines.append(rf"\textbf{{{_tex_text(info.title)}}}\;(k = {where}):\quad {info.tex_map},\quad"
                      rf" \ln|\det J| = {info.tex_log_det}")
+    if "cnf" in seen:
+        lines.append(r"\text{Continuous time:}\quad \ln q_1(x(1)) = \ln q_0(x(0)) - \int_0^1 \operatorname{tr}"
+                     r"\frac{\partial v}{\partial x}(x(t), t)\,dt\qquad \text{(each solver step's exact "
+                     r"}\ln\det(I + h\,\partial\Phi/\partial x)\text{ sums to it up to the solver's error)}")
+        if ledger is not None and ledger.continuous_gap is not None:
+            lines.append(rf"\text{{At the followed point: exact sum}} - \int \operatorname{{tr}}\,dt = "
+                         rf"{ledger.continuous_gap:+.2e}\text{{ nats}}")
     if ledger is not None:
         terms = " ".join(f"{'-' if row.log_det >= 0 else '+'} {abs(row.log_det):.4f}" for row in ledger.rows[1:])
         if depth > 8:
@@ -54,21 +61,27 @@ def _num(value: float) -> str:
     return f"{value:.4f}" if math.isfinite(value) else (r"-\infty" if value < 0 else r"\text{NaN}")
 
 
-def ledger_html(ledger: Ledger, titles: list[str]) -> str:
-    """The ledger as an HTML table: one row per depth, then the sum beside the direct value.
-
-    `titles` are the titles of the active layers, base side first.
-    """
+def ledger_html(ledger: Ledger) -> str:
+    """The ledger as an HTML table: one row per depth (a continuous flow's solver steps indented
+    under it), then the sum beside the direct value."""
     picked = "the base" if ledger.picked_depth == 0 else f"depth k = {ledger.picked_depth}"
     head = (f"<p>Followed from {picked}, at ({ledger.picked[0]:.3f}, {ledger.picked[1]:.3f}). "
             "Every row is computed in float64 on a copy of the current weights.</p>")
     rows = []
+    previous = ledger.log_q0
     for row in ledger.rows:
-        name = "base q<sub>0</sub>" if row.depth == 0 else html.escape(titles[row.depth - 1])
+        name = "base q<sub>0</sub>" if row.depth == 0 else html.escape(row.title)
         mark = " class='fv-picked'" if row.depth == ledger.picked_depth else ""
         log_det = "" if row.depth == 0 else f"{row.log_det:+.4f}"
         rows.append(f"<tr{mark}><td>{row.depth}</td><td>{name}</td>"
                     f"<td>({row.point[0]:.3f}, {row.point[1]:.3f})</td><td>{log_det}</td><td>{_plain(row.log_q)}</td></tr>")
+        running = previous
+        for step in row.steps:
+            running -= step.log_det
+            rows.append(f"<tr class='fv-step'><td></td><td>↳ solver step t = {step.t0:.3g} → {step.t1:.3g}; "
+                        f"∫ tr ∂v/∂x dt ≈ {step.trace:+.4f}</td><td>({step.point[0]:.3f}, {step.point[1]:.3f})</td>"
+                        f"<td>{step.log_det:+.4f}</td><td>{_plain(running)}</td></tr>")
+        previous = row.log_q
     gap = ledger.agreement
     verdict = "agree" if gap < 1e-6 or not math.isfinite(ledger.log_q_direct) else "differ"
     foot = (
@@ -79,6 +92,10 @@ def ledger_html(ledger: Ledger, titles: list[str]) -> str:
         f"<tr class='fv-sum'><td colspan='3'>they {verdict}: |difference|</td><td></td>"
         f"<td id='fv-ledger-gap'>{gap:.1e} nats</td></tr>"
     )
+    if ledger.continuous_gap is not None:
+        foot += ("<tr class='fv-sum'><td colspan='3'>continuous identity: Σ exact ln|det J| of the solver steps − "
+                 "∫ tr ∂v/∂x dt by the solver's quadrature (the solver's error; every view uses the exact sum)</td>"
+                 f"<td></td><td id='fv-ledger-trace-gap'>{ledger.continuous_gap:+.1e} nats</td></tr>")
     return (head + "<table class='fv-ledger'><thead><tr><th>k</th><th>layer</th><th>z<sub>k</sub></th>"
             "<th>ln|det J<sub>k</sub>|</th><th>ln q<sub>k</sub>(z<sub>k</sub>)</th></tr></thead><tbody>"
             + "".join(rows) + foot + "</tbody></table>")
@@ -95,6 +112,8 @@ table.fv-ledger td:nth-child(2), table.fv-ledger th:nth-child(2) { text-align: l
 table.fv-ledger tr.fv-picked td { background: #fff4d6; font-weight: 600; }
 table.fv-ledger tr.fv-sum td { border-bottom: none; font-weight: 600; }
 table.fv-ledger tr.fv-sum td:first-child { text-align: left; }
+table.fv-ledger tr.fv-step td { color: #4a5568; font-size: 0.9em; border-bottom: 1px dotted #e3e7ee; }
+table.fv-ledger tr.fv-step td:nth-child(2) { padding-left: 24px; }
 """
 
 
@@ -105,7 +124,19 @@ def step_explanation(spec: ExperimentSpec, step: int, loss: float | None, grad_n
     n = training.batch_size
     K = active_layers
     loss_text = "–" if loss is None else f"{loss:.4f} nats"
-    if training.objective == "forward_kl":
+    if training.objective == "flow_matching":
+        pairs = ("paired within the batch by an optimal assignment (least total squared distance)"
+                 if training.pairing == "optimal_transport" else "paired at random")
+        steps = [
+            f"Draw {n:,} data points x<sub>1</sub> from the target and {n:,} base points x<sub>0</sub> from q<sub>0</sub>, {pairs}.",
+            ("Draw a time t ~ U[0, 1] for each pair and the point x<sub>t</sub> = (1 − t) x<sub>0</sub> + t x<sub>1</sub> "
+            "on the straight path between them."),
+            ("Ask the continuous flow's network for its velocity v(x<sub>t</sub>, t); the path's own velocity is "
+            "x<sub>1</sub> − x<sub>0</sub>. No ODE is solved and no log-det is computed."),
+            (f"Loss = mean ‖v(x<sub>t</sub>, t) − (x<sub>1</sub> − x<sub>0</sub>)‖² = <b>{loss_text}</b> "
+            "(not a likelihood: the NLL and KL shown are the solved map's, exactly)."),
+        ]
+    elif training.objective == "forward_kl":
         steps = [
             f"Draw a batch of {n:,} points x from the target p.",
             (f"Run each x backwards through the {K} layers, f<sub>K</sub><sup>−1</sup> … f<sub>1</sub><sup>−1</sup>,"

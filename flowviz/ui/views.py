@@ -22,8 +22,10 @@ from bokeh.models import ColumnDataSource
 
 from flowviz.core.layers import LAYERS
 from flowviz.core.settings import SpecError
+from flowviz.core.spec import PRESENTATION_SETTINGS
 from flowviz.ui.forms import SettingsForm
 from flowviz.ui.layout import Sizes
+from flowviz.ui.live import LIVE_STRIP_RESOLUTION
 from flowviz.ui.plots import DepthAnimation, LossChart, TargetAndModel
 from flowviz.ui.stack import LayerStack
 from flowviz.ui.state import ANIMATION_EVERY, ExperimentState
@@ -330,7 +332,8 @@ class StripsView(StateView):
         self.density = ImageStrip("density", DENSITY_TITLES["exact"], images, marks)
         self.log_det = ImageStrip("log_det", "ln|det J_k| of each layer, in nats: red expands area, blue contracts it",
                                   images, marks)
-        self.samples = SampleStrip("Samples z_k after each layer, coloured by where they start in the base", marks)
+        self.samples = SampleStrip("Samples z_k after each layer, coloured by where they start in the base; "
+                                   "after a continuous flow, arrows show its velocity v(x, t) at the panel's time t", marks)
         for strip in (self.density, self.log_det, self.samples):
             strip.figure.on_event(Tap, lambda event, strip=strip: self.tap(strip, event.x, event.y))
         self.cumulative = pn.widgets.RadioButtonGroup(options={"this layer": False, "cumulative Σ_j≤k": True},
@@ -338,11 +341,23 @@ class StripsView(StateView):
         self.cumulative.param.watch(lambda event: setattr(state, "cumulative", event.new), "value")
         self.overlay = pn.widgets.Checkbox(label="show target samples over the densities", value=state.overlay)
         self.overlay.param.watch(lambda event: setattr(state, "overlay", event.new), "value")
-        self.panels = {"density": pn.Column(self.overlay, self.density.figure, sizing_mode="stretch_width"),
+        self.slices = SettingsForm(PRESENTATION_SETTINGS, {"time_slices": state.spec.presentation.time_slices},
+                                   lambda _name, value: state.set_presentation(time_slices=value), names=("time_slices",))
+        self.slices.widgets["time_slices"].css_classes = ["fv-time-slices"]
+        self.panels = {"density": pn.Column(pn.FlexBox(self.overlay, self.slices.panel, gap="16px"), self.density.figure,
+                                            sizing_mode="stretch_width"),
                        "log_det": pn.Column(self.cumulative, self.log_det.figure, sizing_mode="stretch_width"),
                        "samples": pn.Column(self.samples.figure, sizing_mode="stretch_width")}
         self._drawn = None  # the views last sent
+        self._show_slices_switch()
         self._draw()
+
+    @param.depends("state.spec", watch=True)
+    def _show_slices_switch(self) -> None:
+        """Offered while the enabled stack has a continuous flow."""
+        spec = self.state.spec
+        self.slices.panel.visible = any(layer.type == "cnf" and layer.enabled for layer in spec.layers)
+        self.slices.show({"time_slices": spec.presentation.time_slices})
 
     def tap(self, strip, x: float, y: float) -> None:
         """A click on a strip at strip coordinates (x, y): follow the point under it, if it is on a panel."""
@@ -365,8 +380,12 @@ class StripsView(StateView):
             return
         views, titles = frame.views, frame.layer_titles
         self._drawn = views
-        if self.density.figure.title.text != DENSITY_TITLES[frame.kind]:
-            self.density.figure.title.text = DENSITY_TITLES[frame.kind]
+        title = DENSITY_TITLES[frame.kind]
+        side = views.log_q.shape[-1]
+        if frame.kind == "live" and side < LIVE_STRIP_RESOLUTION:
+            title = title.replace("live preview", f"live preview at {side}×{side}")  # a costly flow, drawn coarser
+        if self.density.figure.title.text != title:
+            self.density.figure.title.text = title
         quantised = frame.transient
         send_images(self.density.images, [self.density.columns(views, spec.view, titles, quantised=quantised),
                                           self.log_det.columns(views, spec.view, titles, self.state.cumulative,
@@ -417,7 +436,7 @@ class LedgerView(StateView):
         if ledger is None:
             self.table.object = LEDGER_HINT
         else:
-            self.table.object = ledger_html(ledger, [LAYERS[row.layer].info.title for row in ledger.rows[1:]])
+            self.table.object = ledger_html(ledger)
         self.unfollow.visible = ledger is not None
         tex = f"$${formula_tex([layer.type for layer in self.state.spec.layers if layer.enabled], ledger)}$$"
         if self.formula.object != tex:

@@ -105,7 +105,7 @@ class VelocityField(nn.Module):
     def evaluate(weights: list[tuple[Tensor, Tensor]], x: Tensor, t: float | Tensor,
                  jacobian: bool) -> tuple[Tensor, Tensor | None]:
         """v at (x, t) and, when asked, ∂v/∂x per point (N, 2, 2), by carrying the two tangent
-        directions along, (N, 2, hidden), through the same matrix products as the values.
+        directions along, (2, N, hidden), through the same matrix products as the values.
         The units are kept as s = σ(2a) = (1 + tanh a) / 2 (`weights` folds the affine change in):
         on a CPU torch's sigmoid takes an eighth of its tanh's time (0.18 against 1.45 ms for
         9216 × 64 values, one thread), and ds/d(2a) = s (1 - s) is one fused op."""
@@ -116,20 +116,19 @@ class VelocityField(nn.Module):
         else:
             pre = torch.addmm(bias[0] + t * bias[1], x, w.T)
         s = torch.sigmoid(pre)
-        tangents = None  # [n, input j, unit]: ∂s/∂x_j
+        tangents = None  # [input j, n, unit]: ∂s/∂x_j (this layout multiplies 6× faster than [n, j, unit])
         for index, (w_next, b_next) in enumerate(rest):
             if jacobian:
-                if index == 0:  # ∂s₁/∂x_j = s₁' w[:, j]: fold w into the next product, one (H, 2H) matrix
-                    fold = (w[:, :, None] * w_next.T[:, None, :]).reshape(w.shape[0], -1)
-                    tangent_pre = torch.mm(_slope(s), fold).view(n, 2, -1)
+                if index == 0:  # ∂s₁/∂x_j = s₁' w[:, j]: fold w[:, j] into the next weight, (2, H, H') once
+                    tangent_pre = torch.matmul(_slope(s), w.T[:, :, None] * w_next.T[None])
                 else:
-                    tangent_pre = torch.mm(tangents.view(2 * n, -1), w_next.T).view(n, 2, -1)
+                    tangent_pre = torch.mm(tangents.view(2 * n, -1), w_next.T).view(2, n, -1)
             if index == len(rest) - 1:
                 v = torch.addmm(b_next, s, w_next.T)
-                return v, (tangent_pre.transpose(1, 2) if jacobian else None)  # [n, output i, input j]
+                return v, (tangent_pre.permute(1, 2, 0) if jacobian else None)  # [n, output i, input j]
             s = torch.sigmoid(torch.addmm(b_next, s, w_next.T))
             if jacobian:
-                tangents = tangent_pre * _slope(s)[:, None, :]
+                tangents = tangent_pre * _slope(s)
         raise AssertionError("a velocity field has at least two layers")
 
 
@@ -342,13 +341,14 @@ class ContinuousFlow(Layer):
 
 
 class TimeSlice(Layer):
-    """Steps first..last-1 of a continuous flow as a layer of their own: a view, not trained."""
+    """Steps first..last-1 of a continuous flow as a layer of their own: a view, not trained. Its
+    title names the time it reaches, which is the time of the density after it."""
 
     def __init__(self, flow: ContinuousFlow, first: int, last: int):
         super().__init__()
         self.flow, self.first, self.last = flow, first, last
         self.t0, self.t1 = first * flow.h, last * flow.h
-        self.info = LayerInfo(name=flow.info.name, title=f"{flow.info.title}, t = {_fraction(self.t0)} → {_fraction(self.t1)}",
+        self.info = LayerInfo(name=flow.info.name, title=f"{flow.info.title}, t = {_fraction(self.t1)}",
                               description=flow.info.description, reference=flow.info.reference,
                               cheap_direction=flow.info.cheap_direction)
 
