@@ -1,7 +1,9 @@
 """Remake the README's screenshots of the explorer: serve the app, drive it in headless Chromium, crop.
 
-    python assets/make_screenshots.py   # writes assets/explorer.png, ledger.png, draw.png, projector.png
-                                        # and the page at three sizes, idle and training: assets/page-*.png
+    python assets/make_screenshots.py   # writes assets/explorer.png, ledger.png, draw.png, projector.png,
+                                        # cnf-samples.png, cnf-ledger.png and the page at three sizes,
+                                        # idle and training: assets/page-*.png
+    python assets/make_screenshots.py continuous   # only the continuous flow's two
 
 Needs the test extras (Playwright) and Debian's chromium, like the browser tests.
 """
@@ -27,6 +29,9 @@ def main() -> None:
     with served_app() as (url, sessions), sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1100})
+        continuous(page, url, sessions)
+        if sys.argv[1:] == ["continuous"]:
+            return
         overview(page, url, sessions)
         page.close()
         page = browser.new_page(viewport={"width": 1600, "height": 1300})
@@ -113,6 +118,30 @@ def ledger_and_drawing(page, url: str, sessions: list) -> None:
     time.sleep(1)
     box = page.get_by_text("Draw", exact=False).first.bounding_box()
     page.screenshot(path=OUT / "draw.png", clip={"x": box["x"] - 20, "y": box["y"] - 330, "width": 820, "height": 420})
+
+def continuous(page, url: str, sessions: list) -> None:
+    """A continuous flow by flow matching, in time slices: its samples strip with the velocity
+    arrows, and the ledger through its solver steps."""
+    spec = ExperimentSpec.load(ROOT / "presets" / "cnf-fm-moons.json")
+    explorer = _open(page, url + "?spec=" + spec_to_link(spec), sessions)
+    page.get_by_role("button", name="▶ Play").click()
+    wait_until(lambda: explorer.state.live.step >= 800, 120, "some training")
+    page.get_by_role("button", name="❚❚ Pause").click()
+    wait_until(lambda: explorer.state.frame.kind == "exact", 60, "the exact frame")
+    time.sleep(2)
+    strip = explorer.strips.samples.figure
+    page.evaluate(TO_SCREEN, [strip.id, 0, 0])  # scrolls the strip into view
+    time.sleep(1)
+    left, top = page.evaluate(TO_SCREEN, [strip.id, explorer.state.spec.view.xmin, explorer.state.spec.view.ymax])
+    page.screenshot(path=OUT / "cnf-samples.png",
+                    clip={"x": left - 12, "y": top - 95, "width": strip.width + 24, "height": strip.height + 30})
+    dx, dy = explorer.strips.density.layout.offset(4)
+    page.mouse.click(*page.evaluate(TO_SCREEN, [explorer.strips.density.figure.id, 0.5 + dx, 0.25 + dy]))
+    page.get_by_text("they agree").wait_for(timeout=20_000)
+    time.sleep(1.5)
+    page.get_by_text("Follow a point: the change-of-variables ledger").evaluate("e => e.scrollIntoView({block: 'start'})")
+    time.sleep(0.5)
+    page.screenshot(path=OUT / "cnf-ledger.png", clip=_box_of(page, "Follow a point: the change-of-variables ledger", 620))
 
 def projector(page, url: str, sessions: list) -> None:
     spec = ExperimentSpec.load(ROOT / "presets" / "realnvp-moons.json").replace(

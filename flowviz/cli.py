@@ -35,6 +35,7 @@ import math
 import sys
 from pathlib import Path
 
+from flowviz.core.build import shown_flow
 from flowviz.core.checkpoint import save_model
 from flowviz.core.presets import preset_files, preset_path
 from flowviz.core.settings import SpecError
@@ -237,7 +238,7 @@ def _gif(args: argparse.Namespace) -> int:
     if args.kind == "training":
         data, frames = recorder.gif(), len(recorder)
     else:
-        data, frames = depth_gif(trainer.flow, spec), depth_frame_count(len(trainer.flow.active()))
+        data, frames = depth_gif(trainer.flow, spec), depth_frame_count(len(shown_flow(trainer.flow, spec).active()))
     out = args.out if args.out is not None else Path(f"{Path(args.preset).stem}-{args.kind}.gif")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

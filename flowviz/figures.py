@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from flowviz.core.build import shown_flow
 from flowviz.core.flow import Flow
 from flowviz.core.grid import GridRequest, GridViews, evaluate_grid, target_image
 from flowviz.core.spec import ExperimentSpec, ViewSpec
@@ -113,8 +114,9 @@ def views_png(flow: Flow, target: Target, spec: ExperimentSpec, resolution: int 
     """The per-layer views figure (as `render_flow` draws it) as PNG bytes, for downloads."""
     view = spec.view if resolution is None else replace(spec.view, resolution=resolution)
     request = GridRequest.from_view(view)
+    flow = shown_flow(flow, spec)
     views = evaluate_grid(flow, request, _base_samples(flow, samples, spec.seed))
-    titles = [flow.layers[i].info.title for i in views.layers]
+    titles = [layer.info.title for _, layer in flow.active()]
     buffer = io.BytesIO()
     render_views(views, titles, target_image(target, request, seed=spec.seed), buffer)
     return buffer.getvalue()
@@ -269,10 +271,11 @@ def depth_gif(flow: Flow, spec: ExperimentSpec, frames_per_layer: int | None = N
     `samples` base samples are seeded from the spec, the grid is the spec's view at its resolution
     (or `resolution`), evaluated once. About 1.3 MB for the 8 layers of presets/realnvp-moons.json."""
     view = spec.view if resolution is None else replace(spec.view, resolution=resolution)
+    flow = shown_flow(flow, spec)
     views = evaluate_grid(flow, GridRequest.from_view(view), _base_samples(flow, samples, spec.seed))
     depth = len(views.layers)
     per_layer = _frames_per_layer(depth, frames_per_layer)
-    titles = ["base: " + flow.base.info.title] + [flow.layers[i].info.title for i in views.layers]
+    titles = ["base: " + flow.base.info.title] + [layer.info.title for _, layer in flow.active()]
     density = np.exp(views.log_q.astype(np.float64))
     vmax = _robust_max(list(density))
     images = [_density_rgb(d, vmax, size_px) for d in density]
@@ -286,8 +289,7 @@ def depth_gif(flow: Flow, spec: ExperimentSpec, frames_per_layer: int | None = N
         upper = min(k + 1, depth)
         canvas = images[k] if s == 0 else (1 - eased) * images[k] + eased * images[upper]
         canvas = np.rint(canvas).astype(np.uint8)
-        points = (1 - eased) * views.samples[k] + eased * views.samples[upper]
-        _draw_dots(canvas, points, colors, view)
+        _draw_dots(canvas, views.samples_between(k, eased), colors, view)
         frame, origin = _frame(size_px, footer=28)
         frame.paste(Image.fromarray(canvas), origin)
         draw = ImageDraw.Draw(frame)
@@ -296,6 +298,9 @@ def depth_gif(flow: Flow, spec: ExperimentSpec, frames_per_layer: int | None = N
             lead, rest = f"k = {k} / {depth}", titles[k]
         else:
             lead, rest = f"k = {k} → {k + 1} / {depth}", titles[k + 1]
+            clock = views.time_between(k, eased)
+            if clock is not None:  # through a continuous flow: its own clock
+                rest = f"continuous flow at ODE time t = {clock:.2f}"
         _caption(draw, lead, rest, spec.title, "density q_k and samples z_k", frame.width, fonts)
         _depth_bar(draw, (k + eased) / depth if depth else 1.0, depth, origin[1] + size_px + 14, size_px)
         frames.append(frame)

@@ -3,6 +3,7 @@ Playwright, against the app served in this process so the tests can look at each
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import time
@@ -533,6 +534,11 @@ def test_a_continuous_flow_opens_into_time_slices_and_trains_by_flow_matching(pa
     dx, dy = strip.layout.offset(4)
     page.mouse.click(*_screen(page, strip.figure, 0.5 + dx, 0.25 + dy))
     wait_until(lambda: explorer.state.ledger is not None, 10, "the click to reach the server")
+    x, y = _screen(page, strip.figure, 0.5 + dx, 0.25 + dy)
+    page.mouse.move(x + 3, y + 3)  # the tooltip reads the exact value under the pointer (it read "???" once)
+    tooltip = page.locator(".bk-tooltip-row-value").first
+    tooltip.wait_for(timeout=10_000)
+    assert re.fullmatch(r"\d+\.\d{3}", tooltip.inner_text().strip()), tooltip.inner_text()
     page.get_by_text("solver step t = 0.969 → 1").wait_for(timeout=10_000)  # the last of 32 Euler steps
     page.get_by_text("they agree").wait_for(timeout=10_000)
     assert page.get_by_text("continuous identity").count() == 1
@@ -540,3 +546,29 @@ def test_a_continuous_flow_opens_into_time_slices_and_trains_by_flow_matching(pa
     wait_until(lambda: explorer.state.frame.layer_titles == ["Continuous flow"], 60, "one panel for the whole flow")
     assert not explorer.state.spec.presentation.time_slices
     assert page.errors == [] and page.external == []
+
+
+PAINTER = """(id) => { const m = [...Bokeh.documents[0].all_models].find(m => m.id === id);
+  return [m.glyph.color_mapper.low, m.glyph.color_mapper.high, m.data_source.data['density'][0] instanceof Float32Array] }"""
+
+
+def test_a_page_whose_exact_frame_comes_while_it_loads_paints_it_in_its_colours(browser):
+    """The exact frame of a fine grid is ready about when the page finishes loading. A frame shown
+    before the page had loaded reached it in part: the float images, but not the painter's change
+    from colour indices to values, nor the title, so the strips stayed blank under "coarse preview"
+    (2 runs in 2 before the fix, on a server with the default session lifetime)."""
+    from flowviz.core.presets import preset_path
+
+    spec = ExperimentSpec.load(preset_path("realnvp-moons")).replace(view={"resolution": 400})
+    with served_app() as (url, sessions):
+        context = browser.new_context(viewport={"width": 1600, "height": 1000})
+        page = context.new_page()
+        explorer = _open(page, url + "?spec=" + spec_to_link(spec), sessions)
+        wait_until(lambda: explorer.state.frame.kind == "exact", 60, "the exact frame")
+        strip = explorer.strips.density
+        wait_until(lambda: page.evaluate(PAINTER, strip.renderer.id)[2], 20, "the exact images")
+        page.wait_for_timeout(500)
+        painter = strip.renderer.glyph.color_mapper
+        assert page.evaluate(PAINTER, strip.renderer.id)[:2] == [painter.low, painter.high] == [0, 0.2]
+        assert "exact" in strip.figure.title.text
+        context.close()

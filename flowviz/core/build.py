@@ -9,7 +9,7 @@ import torch
 from flowviz.core.bases import Base, make_base
 from flowviz.core.flow import Flow
 from flowviz.core.layers import Layer, make_layer
-from flowviz.core.spec import BaseSpec, ExperimentSpec, LayerSpec, TargetSpec
+from flowviz.core.spec import TIME_SLICES, BaseSpec, ExperimentSpec, LayerSpec, TargetSpec
 from flowviz.core.targets import TARGETS, Points, Target
 
 # Layer initialisers draw from torch's global generator. Seeding it for a build must not interleave
@@ -24,6 +24,12 @@ def build_flow(spec: ExperimentSpec) -> Flow:
         base = make_base(spec.base.name, spec.base.settings, spec.base.learnable)
         layers = [make_layer(layer.type, layer.settings) for layer in spec.layers]
     return Flow(base, layers, [layer.enabled for layer in spec.layers])
+
+
+def shown_flow(flow: Flow, spec: ExperimentSpec) -> Flow:
+    """`flow` as the views show it: continuous layers opened into time slices where the spec's
+    presentation says so (the same modules, not a copy)."""
+    return flow.unfolded(TIME_SLICES) if spec.presentation.time_slices else flow
 
 
 def build_layer(layer: LayerSpec, seed: int) -> Layer:

@@ -100,6 +100,22 @@ class GridViews:
     paths: dict[int, np.ndarray] = field(default_factory=dict)  # (S + 1, N, 2): samples at every solver step
     arrows: dict[int, np.ndarray] = field(default_factory=dict)  # (M, 4): x, y, v_x, v_y of v(·, t1) on a coarse grid
 
+    def samples_between(self, k: int, f: float) -> np.ndarray:
+        """The samples a fraction f of the way from depth k to k + 1: along the solver's path
+        through a continuous layer, on straight lines through any other."""
+        upper = min(k + 1, len(self.samples) - 1)
+        path = self.paths.get(upper)
+        if path is None or upper == k:
+            return ((1 - f) * self.samples[k] + f * self.samples[upper]).astype(np.float32)
+        position = f * (len(path) - 1)
+        i = min(int(position), len(path) - 2)
+        return ((1 - (position - i)) * path[i] + (position - i) * path[i + 1]).astype(np.float32)
+
+    def time_between(self, k: int, f: float) -> float | None:
+        """The ODE time a fraction f of the way through depth k + 1, if that layer is continuous."""
+        span = self.times.get(k + 1)
+        return None if span is None else span[0] + f * (span[1] - span[0])
+
 
 @torch.no_grad()
 def evaluate_grid(flow: Flow, request: GridRequest, base_samples: Tensor | None = None,

@@ -66,6 +66,10 @@ class Explorer(pn.viewable.Viewer):
         self._presented = None
         self._present()
         self._callback = None
+        # A served page takes frames only once it has loaded: a frame shown while it was still
+        # loading reached it in part (the new images, but neither their colour mapping nor the
+        # strips' title: the strips stayed blank under "coarse preview" until the next frame).
+        self._page_loaded = not served
 
     @param.depends("state.spec", "screen.window_width", watch=True)
     def _present(self) -> None:
@@ -110,15 +114,22 @@ class Explorer(pn.viewable.Viewer):
             # Bokeh's documented way in from another thread (the rendering thread publishes frames).
             wake = functools.partial(doc.add_next_tick_callback, self.tick)
             self.state.live.on_publish = self.clock.on_painted = wake
-        if not notebook:
+        if notebook:
+            self._page_loaded = True
+        else:
             pn.state.onload(self.experiment.show_link)  # the page's own address is known once it has loaded
+            pn.state.onload(self._loaded)
             pn.state.on_session_destroyed(lambda _context: self.close())
+
+    def _loaded(self) -> None:
+        self._page_loaded = True
+        self.tick()
 
     def tick(self) -> None:
         """Show the newest frame, all its changes in one message, once the page has painted the last
         one (woken by a new frame or the page's answer, and by the periodic callback)."""
         with pn.io.hold():
-            if self.state.tick(take=self.clock.ready()):
+            if self.state.tick(take=self._page_loaded and self.clock.ready()):
                 self.clock.sent()
 
     def close(self) -> None:

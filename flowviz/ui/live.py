@@ -49,12 +49,12 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
-from flowviz.core.build import build_base, build_flow, build_layer
+from flowviz.core.build import build_base, build_flow, build_layer, shown_flow
 from flowviz.core.flow import Flow
 from flowviz.core.grid import GridRequest, GridViews, evaluate_grid, output_log_prob, target_image
 from flowviz.core.layers import Layer
 from flowviz.core.ledger import Ledger, follow
-from flowviz.core.spec import TIME_SLICES, ExperimentSpec, LayerSpec
+from flowviz.core.spec import ExperimentSpec, LayerSpec
 from flowviz.core.training import Evaluation, Trainer, TrainingDiverged
 
 SAMPLES_SHOWN = 600  # base samples pushed through the stack in the sample views
@@ -468,8 +468,7 @@ class LiveSession:
         return replace(GridRequest.from_view(view), grid_lines=13, line_points=33)
 
     def _shown(self, flow: Flow) -> Flow:
-        """The flow as the views show it: continuous layers opened into time slices if asked."""
-        return flow.unfolded(TIME_SLICES) if self.spec.presentation.time_slices else flow
+        return shown_flow(flow, self.spec)
 
     def depths(self) -> int:
         """How many depths past the base the views show."""

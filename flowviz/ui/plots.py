@@ -79,10 +79,12 @@ class ColorScale:
         if changed:
             paint.update(**changed)
 
-    def hover(self, renderer, label: str, unit: str = "") -> HoverTool:
+    def hover(self, renderer, label: str, unit: str = "", field: str = "image") -> HoverTool:
+        """A tooltip with the value under the pointer: `field` is the image column the renderer draws."""
         formatter = CustomJSHover(args={"glyph": renderer.glyph, "scale": self.mapper,
                                         "unit": unit}, code=_HOVER_JS)
-        return HoverTool(renderers=[renderer], tooltips=[(label, "@image{custom}")], formatters={"@image": formatter})
+        return HoverTool(renderers=[renderer], tooltips=[(label, f"@{field}{{custom}}")],
+                         formatters={f"@{field}": formatter})
 
 
 def nice_ceiling(value: float) -> float:
@@ -261,21 +263,16 @@ class DepthAnimation:
         self.scale.draw_with(self.renderer, quantised)
         self.images.data = {"image": [self.scale.encode(density[k], quantised), self.scale.encode(density[upper], quantised)],
                             "alpha": [1.0, float(f)]}
-        points = ((1 - f) * views.samples[k] + f * views.samples[upper]).astype(np.float32)
-        clock = ""
-        if upper in views.paths and upper != k:  # through a continuous flow: along its solver's path
-            path = views.paths[upper]
-            position = f * (len(path) - 1)
-            i = min(int(position), len(path) - 2)
-            points = ((1 - (position - i)) * path[i] + (position - i) * path[i + 1]).astype(np.float32)
-            t0, t1 = views.times[upper]
-            clock = f" · ODE time {t0 + f * (t1 - t0):.2f}"
+        points = views.samples_between(k, f)
+        clock = views.time_between(k, f) if f > 0 else None
         if self._colors_for != points.shape[0]:
             self.points.data = {"x": points[:, 0], "y": points[:, 1], "color": packed_colors(views.samples[0])}
             self._colors_for = points.shape[0]
         else:
             self.points.data.update(x=points[:, 0], y=points[:, 1])
-        caption = f"depth {t:.2f} · " + depth_label(round(t), titles, 30).replace("\n", ": ") + clock
+        caption = f"depth {t:.2f} · " + depth_label(round(t), titles, 30).replace("\n", ": ")
+        if clock is not None:
+            caption += f" · ODE time {clock:.2f}"
         if self.caption.data["text"] != [caption]:
             self.caption.data.update(text=[caption])
 

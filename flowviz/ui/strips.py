@@ -167,7 +167,8 @@ class ImageStrip(Strip):
                                           color_mapper=self.scale.painter())
         self.figure.add_layout(ColorBar(color_mapper=self.mapper, width=12, title="per unit area" if density else "nats",
                                         title_text_font_size="13px", major_label_text_font_size="13px"), "right")
-        self.figure.add_tools(self.scale.hover(self.renderer, "q_k" if density else "ln|det J|", "" if density else " nats"))
+        self.figure.add_tools(self.scale.hover(self.renderer, "q_k" if density else "ln|det J|", "" if density else " nats",
+                                               field=column))
         self.overlay = ColumnDataSource({"x": np.zeros(0, np.float32), "y": np.zeros(0, np.float32)})
         self.overlay_renderer = self.figure.scatter("x", "y", source=self.overlay, size=2, color="#ffffff",
                                                     alpha=0.55, visible=False)

@@ -43,7 +43,7 @@ def formula_tex(layer_types: list[str], ledger: Ledger | None = None) -> str:
                      r"}\ln\det(I + h\,\partial\Phi/\partial x)\text{ sums to it up to the solver's error)}")
         if ledger is not None and ledger.continuous_gap is not None:
             lines.append(rf"\text{{At the followed point: exact sum}} - \int \operatorname{{tr}}\,dt = "
-                         rf"{ledger.continuous_gap:+.2e}\text{{ nats}}")
+                         rf"{_scientific(ledger.continuous_gap)}\text{{ nats}}")
     if ledger is not None:
         terms = " ".join(f"{'-' if row.log_det >= 0 else '+'} {abs(row.log_det):.4f}" for row in ledger.rows[1:])
         if depth > 8:
@@ -55,6 +55,12 @@ def formula_tex(layer_types: list[str], ledger: Ledger | None = None) -> str:
 
 def _tex_text(text: str) -> str:
     return "".join("\\" + c if c in "#$%&_{}" else c for c in text.replace("\\", "/").replace("~", "-").replace("^", ""))
+
+
+def _scientific(value: float) -> str:
+    """+7.47e-02 as TeX: +7.47 × 10⁻²."""
+    mantissa, exponent = f"{value:+.2e}".split("e")
+    return rf"{mantissa} \times 10^{{{int(exponent)}}}"
 
 
 def _num(value: float) -> str:
