@@ -70,8 +70,8 @@ LIVE_SCALES = (1.0, 0.75, 0.5)  # of the live resolutions, for flows that cost m
 
 
 def next_live_scale(index: int, seconds: float) -> int:
-    """The index into LIVE_SCALES for the next live frames, after frames that took `seconds` each to
-    render: coarser above 1.5× the budget, finer again below 0.4× (the gap keeps it from flickering
+    """The index into LIVE_SCALES for the next live frames, after frames that took `seconds` of CPU
+    each to render: coarser above 1.5× the budget, finer again below 0.4× (the gap keeps it from flickering
     between two sizes; a RealNVP frame, 40-65 ms, never leaves full size).
 
     Example:
@@ -422,11 +422,12 @@ class LiveSession:
             return
         flow, step = self._snapshot
         with self._gate:
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.thread_time()
             frame = self._render(flow, step, "live")
-            took = time.perf_counter() - started
-            self.render_seconds += took
-        self._live_costs.append(took)
+            self.render_seconds += time.perf_counter() - started
+        # The flow's own cost: this thread's CPU time (torch computes on it, one thread), which a busy
+        # machine does not inflate as it does the wall time
+        self._live_costs.append(time.thread_time() - cpu_started)
         if len(self._live_costs) == STRIPS_EVERY:  # a whole cycle: model-only frames and one with the strips
             scale = next_live_scale(self._live_scale, sum(self._live_costs) / STRIPS_EVERY)
             if scale != self._live_scale:

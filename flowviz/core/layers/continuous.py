@@ -122,7 +122,7 @@ class VelocityField(nn.Module):
                 if index == 0:  # ∂s₁/∂x_j = s₁' w[:, j]: fold w[:, j] into the next weight, (2, H, H') once
                     tangent_pre = torch.matmul(_slope(s), w.T[:, :, None] * w_next.T[None])
                 else:
-                    tangent_pre = torch.mm(tangents.view(2 * n, -1), w_next.T).view(2, n, -1)
+                    tangent_pre = torch.mm(tangents.view(2 * n, tangents.shape[-1]), w_next.T).view(2, n, w_next.shape[0])
             if index == len(rest) - 1:
                 v = torch.addmm(b_next, s, w_next.T)
                 return v, (tangent_pre.permute(1, 2, 0) if jacobian else None)  # [n, output i, input j]
