@@ -43,6 +43,7 @@ from torch import Tensor
 
 from flowviz.core.build import build_flow, build_target
 from flowviz.core.devices import resolve_device
+from flowviz.core.diagnostics import forward_ess, importance
 from flowviz.core.flow import Flow
 from flowviz.core.spec import ExperimentSpec
 
@@ -73,6 +74,9 @@ class Evaluation:
     step: int
     test_nll: float
     kl: float | None  # KL(p‖q) for forward-KL training, KL(q‖p) for reverse; None if p is unknown
+    ess: float | None = None  # normalised ESS: from q's samples under reverse KL, else from the target's
+    log_z: float | None = None  # ln Ẑ by importance sampling from q (reverse KL), and its standard error
+    log_z_se: float | None = None
 
 
 def _flat(tensors: list[Tensor]) -> Tensor:
@@ -279,15 +283,19 @@ class Trainer:
         with self.flow.evaluating():
             log_q = self.flow.log_prob(self.test_points)
             test_nll = float(-log_q.mean())
-            kl = None
+            kl = ess = log_z = log_z_se = None
             if self.target.info.exact_density:
                 if self.objective != "reverse_kl":
-                    kl = float((self.target.log_prob(self.test_points) - log_q).mean())
+                    log_w = self.target.log_prob(self.test_points) - log_q  # ln p / q at samples of p
+                    kl, ess = float(log_w.mean()), forward_ess(log_w)
                 else:
                     generator = torch.Generator().manual_seed(self.spec.seed + 104_729)
                     x, log_qx = self.flow.sample_and_log_prob(self.settings.test_size, generator)
-                    kl = float((log_qx + self.target.energy(x)).mean()) + self.target.log_z
-        evaluation = Evaluation(self.step_count, test_nll, kl)
+                    log_w = -self.target.energy(x) - log_qx  # ln p̃ / q at samples of q
+                    kl = self.target.log_z - float(log_w.mean())
+                    fit = importance(log_w)
+                    ess, log_z, log_z_se = fit.ess, fit.log_z, fit.log_z_se
+        evaluation = Evaluation(self.step_count, test_nll, kl, ess, log_z, log_z_se)
         self.evaluations.append(evaluation)
         return evaluation
 
@@ -320,6 +328,10 @@ class Trainer:
             "test_nll": _finite(evaluation.test_nll),
             "kl": None if evaluation.kl is None else _finite(evaluation.kl),
             "kl_direction": None if evaluation.kl is None else ("q||p" if self.objective == "reverse_kl" else "p||q"),
+            "ess": None if evaluation.ess is None else round(evaluation.ess, 6),
+            "ess_from": None if evaluation.ess is None else ("q" if self.objective == "reverse_kl" else "p"),
+            "log_z": None if evaluation.log_z is None else _finite(evaluation.log_z),
+            "log_z_se": None if evaluation.log_z_se is None else _finite(evaluation.log_z_se),
         }
 
 

@@ -285,10 +285,13 @@ class LossChart:
                           tools="pan,wheel_zoom,reset", toolbar_location="above")
         self.train = ColumnDataSource({"step": np.zeros(0, np.int32), "loss": np.zeros(0, np.float32)})
         self.evals = ColumnDataSource({"step": np.zeros(0, np.int32), "nll": np.zeros(0, np.float32),
-                                       "kl": np.zeros(0, np.float32)})
+                                       "kl": np.zeros(0, np.float32), "ess": np.zeros(0, np.float32)})
         self.fig.line("step", "loss", source=self.train, color="#9aa6b8", legend_label="training loss")
         nll = self.fig.line("step", "nll", source=self.evals, color="#2a6fdb", line_width=2, legend_label="held-out NLL")
         self.kl_line = self.fig.line("step", "kl", source=self.evals, color="#d2691e", line_width=2, legend_label="true KL")
+        # The effective sample size is a fraction (0 to 1), drawn on the same axis: near 1 is a good fit
+        self.ess_line = self.fig.line("step", "ess", source=self.evals, color="#2e8b57", line_width=2, line_dash="dashed",
+                                      legend_label="ESS (0 to 1)")
         self.fig.legend.location = "top_right"
         self.fig.add_tools(HoverTool(tooltips=[("step", "@step"), ("value", "$y{0.000} nats")], mode="vline",
                                      renderers=[nll, self.kl_line]))
@@ -304,7 +307,8 @@ class LossChart:
 
     def clear(self) -> None:
         self.train.data = {"step": np.zeros(0, np.int32), "loss": np.zeros(0, np.float32)}
-        self.evals.data = {"step": np.zeros(0, np.int32), "nll": np.zeros(0, np.float32), "kl": np.zeros(0, np.float32)}
+        self.evals.data = {"step": np.zeros(0, np.int32), "nll": np.zeros(0, np.float32), "kl": np.zeros(0, np.float32),
+                           "ess": np.zeros(0, np.float32)}
         self.sent_train = self.sent_evals = 0
 
     def update(self, losses: list[float], evaluations: list, kl_label: str) -> None:
@@ -325,8 +329,9 @@ class LossChart:
             new = evaluations[self.sent_evals:]
             self.evals.stream({"step": np.array([e.step for e in new], np.int32),
                                "nll": np.array([e.test_nll for e in new], np.float32),
-                               "kl": np.array([np.nan if e.kl is None else e.kl for e in new], np.float32)})
+                               "kl": np.array([np.nan if e.kl is None else e.kl for e in new], np.float32),
+                               "ess": np.array([np.nan if e.ess is None else e.ess for e in new], np.float32)})
             self.sent_evals = len(evaluations)
-        self.kl_line.visible = kl_label != ""
+        self.kl_line.visible = self.ess_line.visible = kl_label != ""
         if self.fig.legend and self.fig.legend[0].items:
             self.fig.legend[0].items[2].label = {"value": kl_label or "true KL"}

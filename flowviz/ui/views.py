@@ -129,6 +129,11 @@ class Toolbar(StateView):
             parts.append(f"held-out NLL {evaluation.test_nll:.3f} nats")
             if evaluation.kl is not None:
                 parts.append(f"{state.kl_label().replace('true ', '')} {evaluation.kl:.3f} nats")
+            if evaluation.ess is not None:  # from q's samples under reverse KL, else from the target's
+                reverse = state.spec.training.objective == "reverse_kl"
+                parts.append(f"{'ESS' if reverse else 'forward ESS'} {evaluation.ess:.2f}")
+            if evaluation.log_z is not None:
+                parts.append(f"ln Z ≈ {evaluation.log_z:.3f} ± {evaluation.log_z_se:.3f}")
         html = " · ".join(parts)
         if html != self.status.object:
             self.status.object = html
