@@ -521,7 +521,7 @@ def test_a_continuous_flow_opens_into_time_slices_and_trains_by_flow_matching(pa
     quarters = [f"Continuous flow, t = {t}" for t in ("¼", "½", "¾", "1")]
     wait_until(lambda: explorer.state.frame.layer_titles == quarters and explorer.state.frame.kind == "exact", 60,
                "the exact frame, in time slices")
-    arrows = np.asarray(explorer.strips.samples.points.data["ax"], np.float64)
+    arrows = np.asarray(explorer.strips.samples.arrows.data["ax"], np.float64)
     assert np.isfinite(arrows).sum() == 4 * 9 * 9  # v(x, t) on a 9 × 9 grid in each slice's panel
     page.get_by_role("button", name="▶ Play").click()
     wait_until(lambda: explorer.state.live.step > 300, 60, "flow matching steps")
