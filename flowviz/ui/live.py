@@ -230,7 +230,7 @@ class LiveSession:
         self._live_request: GridRequest | None = None
         self._live_frames = 0
         self._live_scale = 0  # index into LIVE_SCALES
-        self._live_costs: deque[float] = deque(maxlen=STRIPS_EVERY)  # render seconds of the last live frames
+        self._live_costs: deque[float] = deque(maxlen=STRIPS_EVERY)  # CPU seconds of the last live frames
         self._step_times: deque[float] = deque(maxlen=400)
         self._frame_times: deque[float] = deque(maxlen=60)
         self._steps_since_snapshot = 0
