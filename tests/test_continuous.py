@@ -113,3 +113,16 @@ def test_the_rk4_bound_is_the_stage_chain():
         a = step_bound(contraction, "rk4")
         assert abs(a + a**2 / 2 + a**3 / 6 + a**4 / 24 - contraction) < 1e-12
     assert step_bound(0.3, "euler") == 0.3
+
+
+def test_a_solve_cut_short_still_reports_the_log_det_of_the_point_it_returns(monkeypatch):
+    """With one Newton iteration allowed, the sampled point is not the root yet; its log-det must
+    still be that point's own, not the starting guess's."""
+    from flowviz.core.layers import continuous
+
+    monkeypatch.setattr(continuous, "MAX_NEWTON", 1)
+    layer = random_layer("cnf", 5, noise=1.0)
+    z = plane_points(5, scale=10.0)
+    with torch.no_grad():
+        x, ladj = layer(z)
+    torch.testing.assert_close(ladj, -torch.linalg.slogdet(jacobians(layer.inverse, x)).logabsdet, atol=1e-9, rtol=0)

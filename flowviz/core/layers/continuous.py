@@ -50,7 +50,7 @@ from flowviz.core.limits import LIMITS
 from flowviz.core.settings import Setting
 
 SOLVERS = ("euler", "rk4")
-MAX_NEWTON = 40  # iterations per step; from the forward RK4 step, 2-3 reach round-off
+MAX_NEWTON = 40  # iterations per step; from the forward step, 2-3 reach round-off
 
 
 def step_bound(contraction: float, solver: str) -> float:
@@ -261,6 +261,8 @@ class ContinuousFlow(Layer):
             newton = _solve2(jac, residual)
             too_far = newton.norm(dim=-1) > reach * residual.norm(dim=-1) + tolerance * scale[:, 0]
             x = x - torch.where(too_far[:, None], residual, newton)  # x - residual = z + h Φ(x): the fixed point
+        else:  # out of iterations: the log-det still belongs to the point returned
+            jac = _eye(x) - h * self._increment(weights, x, (i + 1) * h, -h, jacobian=True)[1]
         return x, -_det(jac).abs().log()
 
     # -- whole ranges of steps -----------------------------------------------------------------------
