@@ -87,6 +87,17 @@ def overview(page, url: str, sessions: list) -> None:
     time.sleep(3)
     page.screenshot(path=OUT / "explorer.png")
 
+def _ledger(page, explorer, depth: int, point: tuple[float, float], name: str, height: int) -> None:
+    """Click `point` in the density strip's panel `depth` and photograph the ledger that follows it."""
+    dx, dy = explorer.strips.density.layout.offset(depth)
+    page.mouse.click(*page.evaluate(TO_SCREEN, [explorer.strips.density.figure.id, point[0] + dx, point[1] + dy]))
+    page.get_by_text("they agree").wait_for(timeout=20_000)
+    time.sleep(1.5)
+    title = "Follow a point: the change-of-variables ledger"
+    page.get_by_text(title).evaluate("e => e.scrollIntoView({block: 'start'})")
+    time.sleep(0.5)
+    page.screenshot(path=OUT / name, clip=_box_of(page, title, height))
+
 def ledger_and_drawing(page, url: str, sessions: list) -> None:
     spec = ExperimentSpec.load(ROOT / "presets" / "spline-8gaussians.json").replace(view={"resolution": 64})
     explorer = _open(page, url + "?spec=" + spec_to_link(spec), sessions)
@@ -95,13 +106,7 @@ def ledger_and_drawing(page, url: str, sessions: list) -> None:
     wait_until(lambda: explorer.state.live.step >= 400, 120, "some training")
     page.get_by_role("button", name="❚❚ Pause").click()
     time.sleep(2)
-    dx, dy = explorer.strips.density.layout.offset(2)
-    page.mouse.click(*page.evaluate(TO_SCREEN, [explorer.strips.density.figure.id, 1.2 + dx, 0.9 + dy]))
-    page.get_by_text("they agree").wait_for(timeout=20_000)
-    time.sleep(1.5)
-    page.get_by_text("Follow a point: the change-of-variables ledger").evaluate("e => e.scrollIntoView({block: 'start'})")
-    time.sleep(0.5)
-    page.screenshot(path=OUT / "ledger.png", clip=_box_of(page, "Follow a point: the change-of-variables ledger", 720))
+    _ledger(page, explorer, 2, (1.2, 0.9), "ledger.png", 720)
 
     page.get_by_role("button", name="✎ Draw").click()
     wait_until(lambda: explorer.state.drawing, 10, "draw mode")
@@ -135,13 +140,7 @@ def continuous(page, url: str, sessions: list) -> None:
     left, top = page.evaluate(TO_SCREEN, [strip.id, explorer.state.spec.view.xmin, explorer.state.spec.view.ymax])
     page.screenshot(path=OUT / "cnf-samples.png",
                     clip={"x": left - 12, "y": top - 95, "width": strip.width + 24, "height": strip.height + 30})
-    dx, dy = explorer.strips.density.layout.offset(4)
-    page.mouse.click(*page.evaluate(TO_SCREEN, [explorer.strips.density.figure.id, 0.5 + dx, 0.25 + dy]))
-    page.get_by_text("they agree").wait_for(timeout=20_000)
-    time.sleep(1.5)
-    page.get_by_text("Follow a point: the change-of-variables ledger").evaluate("e => e.scrollIntoView({block: 'start'})")
-    time.sleep(0.5)
-    page.screenshot(path=OUT / "cnf-ledger.png", clip=_box_of(page, "Follow a point: the change-of-variables ledger", 620))
+    _ledger(page, explorer, 4, (0.5, 0.25), "cnf-ledger.png", 620)
 
 def projector(page, url: str, sessions: list) -> None:
     spec = ExperimentSpec.load(ROOT / "presets" / "realnvp-moons.json").replace(
