@@ -1,9 +1,11 @@
 """Remake the README's screenshots of the explorer: serve the app, drive it in headless Chromium, crop.
 
     python assets/make_screenshots.py   # writes assets/explorer.png, ledger.png, draw.png, projector.png,
-                                        # cnf-samples.png, cnf-ledger.png and the page at three sizes,
+                                        # cnf-samples.png, cnf-ledger.png, picture-smiley.png,
+                                        # picture-upload.png and the page at three sizes,
                                         # idle and training: assets/page-*.png
     python assets/make_screenshots.py continuous   # only the continuous flow's two
+    python assets/make_screenshots.py picture      # only the picture target's two
 
 Needs the test extras (Playwright) and Debian's chromium, like the browser tests.
 """
@@ -29,8 +31,11 @@ def main() -> None:
     with served_app() as (url, sessions), sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1100})
-        continuous(page, url, sessions)
-        if sys.argv[1:] == ["continuous"]:
+        if sys.argv[1:] in ([], ["continuous"]):
+            continuous(page, url, sessions)
+        if sys.argv[1:] in ([], ["picture"]):
+            picture(page, url, sessions)
+        if sys.argv[1:]:
             return
         overview(page, url, sessions)
         page.close()
@@ -141,6 +146,24 @@ def continuous(page, url: str, sessions: list) -> None:
     page.screenshot(path=OUT / "cnf-samples.png",
                     clip={"x": left - 12, "y": top - 95, "width": strip.width + 24, "height": strip.height + 30})
     _ledger(page, explorer, 4, (0.5, 0.25), "cnf-ledger.png", 620)
+
+def picture(page, url: str, sessions: list) -> None:
+    """The face preset after some training; then the logo uploaded as a file, in the Target card."""
+    spec = ExperimentSpec.load(ROOT / "presets" / "spline-smiley.json").replace(view={"resolution": 96})
+    explorer = _open(page, url + "?spec=" + spec_to_link(spec), sessions)
+    page.get_by_role("button", name="▶ Play").click()
+    wait_until(lambda: explorer.state.live.step >= 1500, 180, "some training")
+    page.get_by_role("button", name="❚❚ Pause").click()
+    wait_until(lambda: explorer.state.frame.kind == "exact", 60, "the exact frame")
+    time.sleep(2)
+    page.screenshot(path=OUT / "picture-smiley.png")
+    page.get_by_label("Upload points or a picture").set_input_files(str(ROOT / "flowviz" / "core" / "targets" / "pictures" / "logo.png"))
+    wait_until(lambda: explorer.state.spec.target.image is not None, 20, "the uploaded picture")
+    time.sleep(2)
+    page.get_by_text("Training on your picture").evaluate("e => e.scrollIntoView({block: 'center'})")
+    time.sleep(0.5)
+    box = page.get_by_text("Training on your picture").bounding_box()
+    page.screenshot(path=OUT / "picture-upload.png", clip={"x": 0, "y": box["y"] - 420, "width": 1600, "height": 520})
 
 def projector(page, url: str, sessions: list) -> None:
     spec = ExperimentSpec.load(ROOT / "presets" / "realnvp-moons.json").replace(

@@ -2,6 +2,7 @@
 page they never change the experiment or the trained model."""
 
 import base64
+import io
 import json
 
 import numpy as np
@@ -78,7 +79,7 @@ def _unchanged(page, before):
         assert torch.equal(value, weights[key])
 
 
-FILE_NAMES = st.sampled_from(["p.csv", "p.tsv", "p.txt", "p.npy", "p.json", "p", "p.xlsx"])
+FILE_NAMES = st.sampled_from(["p.csv", "p.tsv", "p.txt", "p.npy", "p.json", "p", "p.xlsx", "p.png", "p.jpg"])
 
 
 @settings(max_examples=60)
@@ -107,6 +108,39 @@ def test_random_preset_files_leave_the_experiment_alone(trained, value):
         pass
     send_file(trained.experiment.preset_upload, "p.json", text)
     assert "not loaded" in trained.state.message
+    _unchanged(trained, before)
+
+
+def _picture_bytes(kind: str) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    image = Image.new("L", (24, 16), 255)
+    image.paste(0, (4, 4, 12, 12))
+    image.save(buffer, format=kind)
+    return buffer.getvalue()
+
+
+PICTURES = [_picture_bytes("PNG"), _picture_bytes("JPEG")]
+
+
+@settings(max_examples=60)
+@given(st.sampled_from(PICTURES), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=6),
+       st.integers(8, 400))
+def test_damaged_pictures_leave_the_experiment_alone_or_become_the_target(trained, picture, flips, keep):
+    """A real PNG or JPEG with bytes changed and its tail cut: refused with a message, or (if it still
+    decodes) the target; never an exception, never a changed model on refusal."""
+    data = bytearray(picture[:keep])
+    for where, value in flips:
+        data[where % len(data)] = value
+    before = _state(trained)
+    send_file(trained.target.upload, "p.png", bytes(data))
+    if trained.state.spec.target.name == "image":
+        trained.state.load(before[0])
+        for _ in range(before[2]):
+            trained.state.step()
+        return
+    assert "unchanged" in trained.state.message
     _unchanged(trained, before)
 
 

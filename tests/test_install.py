@@ -83,6 +83,8 @@ def test_the_installed_wheel_trains_a_preset_by_name(installed):
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
     assert metrics["steps"] == 20 and metrics["kl"] > 0
     assert "step 20/20" in result.stderr  # piped: progress lines, not a bar
+    picture = _run(installed, "train", "spline-smiley", "--steps", "5", "--quiet")  # the wheel carries the pictures
+    assert picture.returncode == 0 and json.loads(picture.stdout.strip().splitlines()[-1])["kl"] > 0, picture.stderr
     unknown = _run(installed, "train", "no-such-preset")
     assert unknown.returncode == 2 and "flowviz presets" in unknown.stderr
 

@@ -9,8 +9,9 @@ import torch
 from flowviz.core.bases import Base, make_base
 from flowviz.core.flow import Flow
 from flowviz.core.layers import Layer, make_layer
+from flowviz.core.picture import decode_picture
 from flowviz.core.spec import TIME_SLICES, BaseSpec, ExperimentSpec, LayerSpec, TargetSpec
-from flowviz.core.targets import TARGETS, Points, Target
+from flowviz.core.targets import TARGETS, Picture, Points, Target
 
 # Layer initialisers draw from torch's global generator. Seeding it for a build must not interleave
 # with another session's build on another thread, so builds take turns.
@@ -48,4 +49,6 @@ def build_base(base: BaseSpec, seed: int) -> Base:
 def build_target(target: TargetSpec, seed: int = 0) -> Target:
     if target.name == "points":
         return Points(torch.tensor(target.points), seed=seed, **target.settings)
+    if target.image is not None:
+        return Picture(**target.settings, grey=decode_picture(target.image))
     return TARGETS[target.name](**target.settings)

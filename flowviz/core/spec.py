@@ -26,8 +26,10 @@ from typing import Any
 from flowviz.core.bases import BASES
 from flowviz.core.layers import LAYERS
 from flowviz.core.limits import LIMITS
+from flowviz.core.picture import decode_picture
 from flowviz.core.settings import Setting, SpecError, from_settings, setting, settings_of, validate_settings
-from flowviz.core.targets import TARGETS
+from flowviz.core.targets import TARGETS, Picture
+from flowviz.core.targets.picture import UPLOADED
 
 SPEC_VERSION = 1
 MAX_SPEC_BYTES = 8 * 1024 * 1024
@@ -118,6 +120,7 @@ class TargetSpec:
     name: str = "8gaussians"
     settings: dict[str, Any] = field(default_factory=dict)
     points: tuple[tuple[float, float], ...] | None = None  # only for the "points" target
+    image: str | None = None  # only for the "image" target's uploaded picture: a grey PNG in base64
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,8 @@ class ExperimentSpec:
         data = asdict(self)
         data["layers"] = list(data["layers"])
         data["presentation"]["hidden"] = list(self.presentation.hidden)
+        if self.target.image is None:
+            del data["target"]["image"]
         if self.target.points is None:
             del data["target"]["points"]
         else:
@@ -270,15 +275,34 @@ def _layers(data: Any) -> tuple[LayerSpec, ...]:
 
 def _target(data: Any) -> TargetSpec:
     _expect_object(data, "target")
-    _reject_unknown(data, {"name", "settings", "points"}, "target")
+    _reject_unknown(data, {"name", "settings", "points", "image"}, "target")
     name = _name(data.get("name", "8gaussians"), TARGETS, "target.name")
     settings = validate_settings(TARGETS[name].info.settings, data.get("settings"), "target.settings")
-    points = data.get("points")
-    if name != "points":
-        if points is not None:
-            raise SpecError("target.points", f"only the 'points' target takes points, not {name!r}")
-        return TargetSpec(name, settings)
-    return TargetSpec(name, settings, _points(points))
+    points, image = data.get("points"), data.get("image")
+    if name != "points" and points is not None:
+        raise SpecError("target.points", f"only the 'points' target takes points, not {name!r}")
+    if name == "image":
+        return TargetSpec(name, settings, image=_image(image, settings))
+    if image is not None:
+        raise SpecError("target.image", f"only the 'image' target takes a picture, not {name!r}")
+    return TargetSpec(name, settings, _points(points) if name == "points" else None)
+
+
+def _image(image: Any, settings: dict[str, Any]) -> str | None:
+    """The uploaded picture, checked by decoding it, and its density's mass."""
+    if settings["picture"] != UPLOADED:
+        if image is not None:
+            raise SpecError("target.image", f"a built-in picture ({settings['picture']!r}) takes no image; "
+                                            f"set target.settings.picture to {UPLOADED!r} to use this one")
+        return None
+    if image is None:
+        raise SpecError("target.image", f"picture {UPLOADED!r} needs the picture: a greyscale PNG in base64 "
+                                        "(upload a picture in the app, or pick a built-in picture)")
+    try:
+        Picture(**settings, grey=decode_picture(image))
+    except ValueError as error:  # PictureError, or a picture without density
+        raise SpecError("target.image", str(error)) from None
+    return image
 
 
 def _points(points: Any) -> tuple[tuple[float, float], ...]:

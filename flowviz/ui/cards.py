@@ -38,7 +38,7 @@ from flowviz.ui.pickers import FileUpload, TargetPicker, target_options
 from flowviz.ui.state import ExperimentState
 from flowviz.ui.views import StateView
 
-UPLOAD_TYPES = ".csv,.tsv,.txt,.dat,.npy,.json"
+UPLOAD_TYPES = ".csv,.tsv,.txt,.dat,.npy,.json,.png,.jpg,.jpeg"
 TRAINING_FORM = ("objective", "learning_rate", "batch_size", "grad_clip", "anneal_steps")
 NO_PRESET = "(choose a preset)"
 CARD = {"sizing_mode": "stretch_width", "collapsible": True, "margin": (4, 0)}
@@ -97,15 +97,15 @@ class ExperimentCard(StateView):
 
 
 class TargetCard(StateView):
-    """Target thumbnails, the chosen target's settings, and uploaded points."""
+    """Target thumbnails, the chosen target's settings, and uploaded points or pictures."""
 
     def __init__(self, state: ExperimentState, **params):
         super().__init__(state, **params)
         self.picker = TargetPicker(options=target_options(), sizing_mode="stretch_width")
         self.picker.param.watch(lambda event: state.set_target(event.new), "value")
-        self.upload = FileUpload(accept=UPLOAD_TYPES, max_bytes=MAX_UPLOAD_BYTES, label="Upload points",
+        self.upload = FileUpload(accept=UPLOAD_TYPES, max_bytes=MAX_UPLOAD_BYTES, label="Upload points or a picture",
                                  sizing_mode="stretch_width")
-        self.upload.param.watch(lambda event: event.new is None or state.upload_points(event.new, self.upload.filename),
+        self.upload.param.watch(lambda event: event.new is None or state.upload(event.new, self.upload.filename),
                                 "value")
         self.upload.param.watch(lambda event: state.refused(event.new, "the current target"), "error")
         self.note = pn.pane.Markdown("", margin=(0, 5), styles={"font-size": "13px"})
@@ -113,7 +113,7 @@ class TargetCard(StateView):
         self._form_for: str | None = None
         self._show()
 
-    @param.depends("state.spec", "state.points_source", watch=True)
+    @param.depends("state.spec", "state.target_source", watch=True)
     def _show(self) -> None:
         target = self.state.spec.target
         self.picker.value = target.name if target.name != "points" else ""
@@ -123,11 +123,15 @@ class TargetCard(StateView):
             self.form_holder.objects = [self.form.panel]
         self.form.show(target.settings)
         if target.name == "points":
-            source = self.state.points_source or f"{len(target.points):,} points"
+            source = self.state.target_source or f"{len(target.points):,} points"
             self.note.object = f"**Training on your points:** {source}."
+        elif target.image is not None:
+            source = self.state.target_source or "the uploaded picture"
+            self.note.object = f"**Training on your picture:** {source}."
         else:
-            self.note.object = ("Or your own points: a CSV/TSV/text file of two numeric columns "
-                                "(x, y; a header row is fine), a .npy array of shape (N, 2), or a JSON list of [x, y].")
+            self.note.object = ("Or your own: points (a CSV/TSV/text file of two numeric columns x, y, a header row is "
+                                "fine; a .npy array of shape (N, 2); a JSON list of [x, y]) or a PNG or JPEG picture, "
+                                "whose dark pixels become the density.")
 
     def __panel__(self):
         return pn.Card(self.picker, self.form_holder, self.note, self.upload, title="Target", **CARD)

@@ -33,9 +33,14 @@ def _thumbnail(name: str, size: int = 56) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+PICKER_ORDER = ("energy", "toy", "picture")  # target kinds, as the picker's tiles follow each other
+
+
 def target_options() -> list[dict[str, str]]:
-    return [{"name": name, "title": entry.info.title, "kind": entry.info.kind, "description": entry.info.description,
-             "src": _thumbnail(name)} for name, entry in TARGETS.items() if entry.info.kind != "points"]
+    shown = sorted((entry for entry in TARGETS.values() if entry.info.kind in PICKER_ORDER),
+                   key=lambda entry: PICKER_ORDER.index(entry.info.kind))
+    return [{"name": entry.info.name, "title": entry.info.title, "kind": entry.info.kind,
+             "description": entry.info.description, "src": _thumbnail(entry.info.name)} for entry in shown]
 
 
 class TargetPicker(JSComponent):

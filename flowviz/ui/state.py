@@ -28,11 +28,13 @@ import numpy as np
 import param
 
 from flowviz.core.link import read_link
+from flowviz.core.picture import PictureError, encode_picture, is_picture, read_picture
 from flowviz.core.pointfile import PointsFileError, parse_points
 from flowviz.core.presets import DEFAULT_PRESET, preset_path
 from flowviz.core.settings import SpecError
 from flowviz.core.spec import ExperimentSpec, LayerSpec
 from flowviz.core.targets import TARGETS
+from flowviz.core.targets.picture import UPLOADED
 from flowviz.ui.layout import unknown_panels
 from flowviz.ui.live import ComputeGate, Frame, LiveSession, rate_per_second
 
@@ -75,7 +77,7 @@ class ExperimentState(param.Parameterized):
     ledger = param.Parameter(default=None, doc="the followed point's Ledger under the current weights")
     drawing = param.Boolean(default=False, doc="a click or drag on the target sprays points")
     drawn = param.List(default=[], doc="points drawn by hand, (x, y), not yet the target")
-    points_source = param.String(default="", doc="where the points of a 'points' target came from")
+    target_source = param.String(default="", doc="where the uploaded points or picture of the target came from")
     overlay = param.Boolean(default=False, doc="show the target's samples over the densities")
     cumulative = param.Boolean(default=False, doc="the ln|det J| strip shows the sum over layers up to k")
     message = param.String(default="", doc="what was wrong with the last thing asked, and what to do")
@@ -149,6 +151,8 @@ class ExperimentState(param.Parameterized):
     def set_target_setting(self, name: str, value: Any) -> bool:
         data = self._candidate()
         data["target"]["settings"][name] = value
+        if name == "picture" and value != UPLOADED:
+            data["target"].pop("image", None)  # a built-in picture replaces the uploaded one
         return self.propose(data)
 
     def set_base(self, name: str | None = None, learnable: bool | None = None) -> bool:
@@ -193,7 +197,7 @@ class ExperimentState(param.Parameterized):
         self.playing = False
         self.live.load(spec)
         self.param.update(spec=spec, layer_ids=list(self.live.layer_ids), explain=False, followed=None,
-                          ledger=None, points_source="", message="")
+                          ledger=None, target_source="", message="")
         self.render_now()
 
     def open_preset_file(self, content: bytes) -> None:
@@ -208,6 +212,29 @@ class ExperimentState(param.Parameterized):
         """A file the browser refused before sending it (too large)."""
         if error:
             self.say(f"{error}. Nothing was loaded; {kept} is unchanged.")
+
+    def upload(self, content: bytes, name: str) -> None:
+        """A file from the target's upload button: a picture (PNG, JPEG) or points (anything else)."""
+        if is_picture(content, name):
+            self.upload_picture(content, name)
+        else:
+            self.upload_points(content, name)
+
+    def upload_picture(self, content: bytes, name: str) -> None:
+        """A picture becomes the target's density (the `image` target, 'uploaded'), shrunk to at most
+        128 pixels a side so that the link and a downloaded preset carry it."""
+        try:
+            grey = read_picture(content, name)
+        except PictureError as error:
+            self.say(f"{error} The current target is unchanged.")
+            return
+        data = self._candidate()
+        settings = dict(data["target"]["settings"]) if data["target"]["name"] == "image" else {}
+        data["target"] = {"name": "image", "settings": {**settings, "picture": UPLOADED}, "image": encode_picture(grey)}
+        if data["training"]["objective"] == "reverse_kl":  # a picture has edges: it trains on samples
+            data["training"]["objective"] = "forward_kl"
+        rows, cols = grey.shape
+        self._propose_target(data, f"{name or 'your picture'}, shrunk to {cols}×{rows} pixels" if name else "")
 
     def upload_points(self, content: bytes, name: str) -> None:
         try:
@@ -224,9 +251,12 @@ class ExperimentState(param.Parameterized):
         data["target"] = {"name": "points", "settings": settings, "points": points}
         if data["training"]["objective"] == "reverse_kl":  # points have no energy; the others train on samples
             data["training"]["objective"] = "forward_kl"
-        previous, self.points_source = self.points_source, source
+        return self._propose_target(data, source)
+
+    def _propose_target(self, data: dict[str, Any], source: str) -> bool:
+        previous, self.target_source = self.target_source, source
         if not self.propose(data):
-            self.points_source = previous
+            self.target_source = previous
             return False
         return True
 

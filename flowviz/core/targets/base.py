@@ -16,7 +16,7 @@ from torch import Tensor
 from flowviz.core.registry import Registry
 from flowviz.core.settings import Setting
 
-TargetKind = Literal["toy", "energy", "points"]
+TargetKind = Literal["toy", "energy", "picture", "points"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,10 @@ class Target:
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact normalised ln p(x); only for targets with `info.exact_density`."""
         raise NotImplementedError(f"target {self.info.name!r} has no exact density")
+
+    def entropy(self) -> float | None:
+        """H(p) in nats where known: the floor of the expected NLL (a picture's depends on the picture)."""
+        return self.info.entropy
 
     def held_out(self, n: int, seed: int) -> Tensor:
         """A fixed evaluation set, drawn from its own stream so it never overlaps training batches."""
