@@ -1,6 +1,8 @@
 """The explorer's state and callbacks, without a browser: the layer stack, the live session and the
 page's reactions to edits, files and links."""
 
+import copy
+import dataclasses
 import threading
 import time
 
@@ -193,6 +195,21 @@ def test_dragging_a_layer_in_changes_the_spec_and_the_plots(explorer):
     after = explorer.strips.density.images.data["density"]
     assert len(after) == len(before) + 1
     assert "k = 1\nRational" in explorer.strips.density.labels.data["text"][1]
+
+
+def test_under_each_density_panel_the_kl_after_that_layer_and_its_change(explorer):
+    frame = explorer.state.frame
+    fit = explorer.strips.density.fit.data
+    assert len(frame.kl_by_depth) == 5 and frame.kl_by_depth[-1] == pytest.approx(
+        explorer.state.live.trainer.evaluate().kl, rel=1e-6)
+    assert fit["text"] == [f"KL {value:.3f}".replace("-", "−") for value in frame.kl_by_depth]
+    assert fit["change"][0] == "" and all(change[0] in "+−" for change in fit["change"][1:])
+    assert explorer.strips.fit_note.visible and "KL(p‖q_k)" in explorer.strips.fit_note.object
+    explorer.state.frame = dataclasses.replace(frame, kind="live", views=copy.copy(frame.views))
+    assert explorer.strips.density.fit.data["text"][1].startswith("KL ≈ ")  # an estimate while training
+    explorer.state.set_target("pinwheel")  # no exact density: no KL, no room for it
+    assert explorer.state.frame.kl_by_depth is None and explorer.strips.density.fit.data["text"] == []
+    assert not explorer.strips.fit_note.visible
 
 
 def test_velocity_arrows_come_with_a_continuous_flow_only(explorer):

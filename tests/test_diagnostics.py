@@ -54,3 +54,46 @@ def test_ess_and_ln_z_of_the_energies_match_quadrature(name):
 def test_weights_outside_the_support_count_as_zero():
     fit = importance(torch.tensor([0.0, 0.0, -math.inf, float("nan")]))
     assert fit.ess == pytest.approx(0.5) and fit.log_z == pytest.approx(math.log(0.5))
+
+
+# -- the KL after each layer -------------------------------------------------------------------------
+def _cut(flow, k: int):
+    """The flow of the first k active layers, as a flow of its own (same modules)."""
+    from flowviz.core.flow import Flow
+
+    return Flow(flow.base, [layer for _, layer in flow.active()[:k]])
+
+
+@pytest.mark.parametrize("preset", ["realnvp-moons", "planar-u1-k8", "spline-smiley"])
+def test_the_kl_after_each_layer_is_that_of_the_flow_cut_there_and_ends_at_the_reported_kl(preset):
+    from flowviz.core.presets import preset_path
+    from flowviz.core.spec import ExperimentSpec
+    from flowviz.core.training import Trainer
+
+    spec = ExperimentSpec.load(preset_path(preset)).replace(training={"test_size": 512})
+    trainer = Trainer(spec)
+    for _ in range(30):
+        trainer.step()
+    by_depth = trainer.kl_by_depth()
+    assert len(by_depth) == len(trainer.flow.active()) + 1
+    assert by_depth[-1] == pytest.approx(trainer.evaluate().kl, rel=1e-6)  # (float32 sums, in another order)
+    reverse = spec.training.objective == "reverse_kl"
+    with torch.no_grad(), trainer.flow.evaluating():
+        for k in (0, len(by_depth) // 2):
+            cut = _cut(trainer.flow, k)
+            if reverse:  # the same q-samples: the base's, pushed through the first k layers
+                z = trainer.flow.base.sample(512, torch.Generator().manual_seed(spec.seed + 104_729))
+                x, log_q = cut.forward(z)[0], trainer.flow.base.log_prob(z) - cut.forward(z)[1]
+                expected = float((log_q - trainer.target.log_prob(x)).mean())
+            else:
+                x = trainer.test_points
+                expected = float((trainer.target.log_prob(x) - cut.log_prob(x)).mean())
+            assert by_depth[k] == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+def test_no_kl_by_depth_where_the_target_density_is_unknown():
+    from flowviz.core.spec import ExperimentSpec
+    from flowviz.core.training import Trainer
+
+    spec = ExperimentSpec.from_dict({"target": {"name": "pinwheel"}, "layers": [{"type": "affine_coupling"}]})
+    assert Trainer(spec).kl_by_depth() is None

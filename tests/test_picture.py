@@ -234,3 +234,4 @@ def test_the_picture_preset_trains_through_the_cli_with_a_finite_true_kl():
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
     assert math.isfinite(metrics["kl"]) and metrics["kl"] > 0 and metrics["kl_direction"] == "p||q"
     assert 0 < metrics["ess"] <= 1
+    assert len(metrics["kl_by_depth"]) == 7 and metrics["kl_by_depth"][-1] == pytest.approx(metrics["kl"], rel=1e-6)

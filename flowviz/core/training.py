@@ -43,7 +43,7 @@ from torch import Tensor
 
 from flowviz.core.build import build_flow, build_target
 from flowviz.core.devices import resolve_device
-from flowviz.core.diagnostics import forward_ess, importance
+from flowviz.core.diagnostics import forward_ess, importance, kl_by_depth
 from flowviz.core.flow import Flow
 from flowviz.core.spec import ExperimentSpec
 
@@ -277,6 +277,23 @@ class Trainer:
         return None  # every layer was finite: the base density was not (a point outside its support)
 
     # -- evaluation ---------------------------------------------------------------------------------
+    def _q_generator(self) -> torch.Generator:
+        """The stream of q's evaluation samples (reverse KL): the same points at every evaluation."""
+        return torch.Generator().manual_seed(self.spec.seed + 104_729)
+
+    def kl_by_depth(self, flow: Flow | None = None, points: int | None = None) -> list[float] | None:
+        """The true KL after every layer, k = 0..K (None where p is unknown), in the direction of the
+        reported KL and from the same evaluation points (the first `points` of them, if given): with
+        all of them the last value is what `evaluate` reports. `flow`: a copy of this trainer's flow
+        (the views' own, with continuous layers opened into time slices), by default the flow itself."""
+        if not self.target.info.exact_density:
+            return None
+        flow = self.flow if flow is None else flow
+        n = self.settings.test_size if points is None else min(points, self.settings.test_size)
+        if self.objective == "reverse_kl":
+            return kl_by_depth(flow, self.target, True, flow.base.sample(n, self._q_generator()))
+        return kl_by_depth(flow, self.target, False, self.test_points[:n])
+
     @torch.no_grad()
     def evaluate(self) -> Evaluation:
         """Held-out NLL (nats) and, where the target density is known, the true KL (nats)."""
@@ -289,8 +306,7 @@ class Trainer:
                     log_w = self.target.log_prob(self.test_points) - log_q  # ln p / q at samples of p
                     kl, ess = float(log_w.mean()), forward_ess(log_w)
                 else:
-                    generator = torch.Generator().manual_seed(self.spec.seed + 104_729)
-                    x, log_qx = self.flow.sample_and_log_prob(self.settings.test_size, generator)
+                    x, log_qx = self.flow.sample_and_log_prob(self.settings.test_size, self._q_generator())
                     log_w = -self.target.energy(x) - log_qx  # ln p̃ / q at samples of q
                     kl = self.target.log_z - float(log_w.mean())
                     fit = importance(log_w)
@@ -318,6 +334,7 @@ class Trainer:
             evaluation = self.evaluate()
         recent = self.losses[-50:]
         loss = sum(recent) / len(recent) if recent else math.nan
+        by_depth = self.kl_by_depth()
         return {
             "steps": self.step_count,
             "seconds": round(seconds, 4),
@@ -332,6 +349,7 @@ class Trainer:
             "ess_from": None if evaluation.ess is None else ("q" if self.objective == "reverse_kl" else "p"),
             "log_z": None if evaluation.log_z is None else _finite(evaluation.log_z),
             "log_z_se": None if evaluation.log_z_se is None else _finite(evaluation.log_z_se),
+            "kl_by_depth": None if by_depth is None else [_finite(value) for value in by_depth],
         }
 
 

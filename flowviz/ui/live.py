@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import threading
 import time
 from collections import deque
@@ -67,6 +68,8 @@ STRIPS_EVERY = 2  # while training, the strips refresh on every 2nd frame, the m
 UNTAKEN_WAIT = 0.5  # seconds the rendering thread waits for the page to take its last frame
 LIVE_FRAME_BUDGET = 0.1  # seconds of rendering a live frame should take, at most
 LIVE_SCALES = (1.0, 0.75, 0.5)  # of the live resolutions, for flows that cost more than the budget
+FIT_POINTS_LIVE = 512  # evaluation points for the KL after each layer in a live frame (~5 ms for 8 couplings)
+FIT_EVERY = 1.0  # seconds between those live estimates; the frames between carry the last one
 
 
 def next_live_scale(index: int, seconds: float) -> int:
@@ -155,6 +158,9 @@ class Frame:
     model: np.ndarray  # ln q_K on the model view's grid, through the exact inverse chain
     layer_titles: list[str]  # title of the layer at each depth 1..K
     kind: str = "exact"  # "exact", "live" or "preview" (see the module)
+    # The true KL after each layer, k = 0..K (None where p is unknown): from every evaluation point in an
+    # exact frame, from FIT_POINTS_LIVE of them (at most every FIT_EVERY seconds) in the others
+    kl_by_depth: list[float] | None = None
 
     @property
     def transient(self) -> bool:
@@ -231,6 +237,7 @@ class LiveSession:
         self._live_frames = 0
         self._live_scale = 0  # index into LIVE_SCALES
         self._live_costs: deque[float] = deque(maxlen=STRIPS_EVERY)  # CPU seconds of the last live frames
+        self._live_fit: tuple[float, list[float] | None] = (-math.inf, None)  # (when, the KL after each layer)
         self._step_times: deque[float] = deque(maxlen=400)
         self._frame_times: deque[float] = deque(maxlen=60)
         self._steps_since_snapshot = 0
@@ -247,6 +254,7 @@ class LiveSession:
             self._prepare_views()
             self._version += 1
             self._live_scale = 0  # a new flow starts at full size
+            self._live_fit = (-math.inf, None)
 
     def _prepare_views(self) -> None:
         spec = self.spec
@@ -323,6 +331,7 @@ class LiveSession:
                 self._prepare_views()
             self._version += 1
             self._live_scale = 0  # the edited flow may cost less
+            self._live_fit = (-math.inf, None)
             self.error = None
 
     # -- training -----------------------------------------------------------------------------------
@@ -497,7 +506,18 @@ class LiveSession:
                 self._live_request = request
             model = output_log_prob(flow, self._request(round(LIVE_MODEL_RESOLUTION * scale)))
         titles = [layer.info.title for _, layer in flow.active()]
-        return Frame(step, views, model, titles, kind)
+        return Frame(step, views, model, titles, kind, self._kl_by_depth(flow, kind))
+
+    def _kl_by_depth(self, flow: Flow, kind: str) -> list[float] | None:
+        trainer = self.trainer
+        if kind == "exact":
+            return trainer.kl_by_depth(flow)
+        when, fit = self._live_fit
+        depths = len(flow.active()) + 1
+        if fit is None or len(fit) != depths or time.perf_counter() - when >= FIT_EVERY:
+            fit = trainer.kl_by_depth(flow, FIT_POINTS_LIVE)
+            self._live_fit = (time.perf_counter(), fit)
+        return fit
 
     def _publish(self, frame: Frame) -> None:
         with self._frame_lock:

@@ -36,16 +36,17 @@ LABEL = 0.3  # room above each panel for its two-line label, as a fraction of th
 class StripLayout:
     """Where panel k of a strip sits: columns wrap after MAX_COLUMNS; labels sit above each panel."""
 
-    def __init__(self, view: ViewSpec, depths: int, label: float = LABEL):
+    def __init__(self, view: ViewSpec, depths: int, label: float = LABEL, footer: float = 0.0):
         self.x0, self.y0, self.w, self.h = view.xmin, view.ymin, view.width, view.height
         self.depths = depths
         self.label = label  # room above each panel for its label, as a fraction of the view height
+        self.footer = footer  # room below each panel for a line of text (0: none)
         self.columns = min(depths, MAX_COLUMNS)
         self.rows = math.ceil(depths / self.columns)
 
     def offset(self, k: int) -> tuple[float, float]:
         column, row = k % self.columns, k // self.columns
-        return column * self.w * (1 + GAP), -row * self.h * (1 + self.label + GAP)
+        return column * self.w * (1 + GAP), -row * self.h * (1 + self.label + self.footer + GAP)
 
     def offsets(self) -> np.ndarray:
         return np.array([self.offset(k) for k in range(self.depths)], np.float32)
@@ -54,7 +55,7 @@ class StripLayout:
         return self.x0 - 0.02 * self.w, self.x0 + self.columns * self.w * (1 + GAP) - GAP * self.w + 0.02 * self.w
 
     def y_range(self) -> tuple[float, float]:
-        bottom = self.y0 - (self.rows - 1) * self.h * (1 + self.label + GAP)
+        bottom = self.y0 - (self.rows - 1) * self.h * (1 + self.label + self.footer + GAP) - self.footer * self.h
         return bottom - 0.02 * self.h, self.y0 + self.h * (1 + self.label)
 
     def cell_px(self, colorbar_px: int, sizes: Sizes) -> int:
@@ -89,6 +90,7 @@ class Strip:
     """What both kinds of strip share: the figure, the panel labels and the followed point's rings."""
 
     has_colorbar = False
+    footer = False  # a line of text under each panel (the density strip's KL after each layer)
 
     def __init__(self, title: str, marks: ColumnDataSource):
         self.layout: StripLayout | None = None
@@ -123,13 +125,14 @@ class Strip:
 
     def arrange(self, view: ViewSpec, depths: int, titles: list[str]) -> StripLayout:
         """The layout for this frame; the figure is laid out anew only when depths, titles or view change."""
-        key = (depths, tuple(titles), view, self.sizes)
+        key = (depths, tuple(titles), view, self.sizes, self.footer)
         if key != self._key:
             self._key = key
             colorbar = self.sizes.colorbar_px if self.has_colorbar else 0
-            cell = StripLayout(view, depths).cell_px(colorbar, self.sizes)  # (the label room does not change it)
-            # Two lines of label text in pixels, however small the panels (a narrow screen).
-            self.layout = StripLayout(view, depths, max(LABEL, (2.4 * self.sizes.font + 4) / max(cell, 1)))
+            cell = max(StripLayout(view, depths).cell_px(colorbar, self.sizes), 1)  # (the label room does not change it)
+            # Two lines of label text in pixels, however small the panels (a narrow screen); one under it.
+            footer = (2.6 * self.sizes.font + 4) / cell if self.footer else 0.0
+            self.layout = StripLayout(view, depths, max(LABEL, (2.4 * self.sizes.font + 4) / cell), footer)
             self._relayout(self.layout, titles)
         return self.layout
 
@@ -172,11 +175,42 @@ class ImageStrip(Strip):
         self.overlay = ColumnDataSource({"x": np.zeros(0, np.float32), "y": np.zeros(0, np.float32)})
         self.overlay_renderer = self.figure.scatter("x", "y", source=self.overlay, size=2, color="#ffffff",
                                                     alpha=0.55, visible=False)
+        # Under each panel: the KL after k layers, and below it what layer k changed it by, green where
+        # it fell and red where it rose
+        self.fit = ColumnDataSource({"x": [], "y": [], "text": [], "change_y": [], "change": [], "color": []})
+        self.fit_glyphs = [self.figure.text("x", "y", "text", source=self.fit, text_font_size="13px",
+                                            text_color="#1d2a44", text_baseline="top").glyph,
+                           self.figure.text("x", "change_y", "change", source=self.fit, text_font_size="13px",
+                                            text_color="color", text_baseline="top").glyph]
+
+    def set_sizes(self, sizes: Sizes) -> None:
+        super().set_sizes(sizes)
+        for glyph in self.fit_glyphs:
+            glyph.text_font_size = sizes.font_css
+
+    def show_fit(self, kl: list[float] | None, exact: bool) -> None:
+        """Under each panel the KL of q_k against the target and what layer k changed it by (call after
+        `columns`, which lays the room out): which layers earn their keep."""
+        layout = self.layout
+        if kl is None or layout is None or len(kl) != layout.depths:
+            data = {"x": [], "y": [], "text": [], "change_y": [], "change": [], "color": []}
+        else:
+            offsets = layout.offsets()
+            top = layout.y0 - 0.03 * layout.h + offsets[:, 1]
+            line = 1.25 * self.sizes.font / max(layout.cell_px(self.sizes.colorbar_px, self.sizes), 1) * layout.h
+            labels = [fit_label(kl, k, exact) for k in range(len(kl))]
+            data = {"x": (layout.x0 + offsets[:, 0]).tolist(), "y": top.tolist(), "text": [t for t, _, _ in labels],
+                    "change_y": (top - line).tolist(), "change": [c for _, c, _ in labels],
+                    "color": [color for _, _, color in labels]}
+        if data != self.fit.data:
+            self.fit.data = data
 
     def columns(self, views: GridViews, view: ViewSpec, titles: list[str], cumulative: bool = False,
-                quantised: bool = False) -> dict:
+                quantised: bool = False, footer: bool = False) -> dict:
         """This strip's new columns, for `send_images` to send with the other strip's at once;
-        `quantised`: the images as colour indices (a byte per pixel)."""
+        `quantised`: the images as colour indices (a byte per pixel); `footer`: room for a line under
+        each panel (`show_fit`)."""
+        self.footer = footer
         depths = views.log_q.shape[0]
         layout = self.arrange(view, depths, titles)
         if self.column == "density":
@@ -202,6 +236,32 @@ class ImageStrip(Strip):
         tiled = (self.layout.inside(points[None].repeat(len(offsets), 0)) + offsets[:, None, :]).reshape(-1, 2)
         self.overlay.data = {"x": tiled[:, 0], "y": tiled[:, 1]}
         self.overlay_renderer.visible = True
+
+
+FELL, ROSE = "#1a7f37", "#b42318"  # what a layer did to the KL: lowered it, raised it
+
+
+def fit_label(kl: list[float], k: int, exact: bool) -> tuple[str, str, str]:
+    """("KL 0.250", "−1.250", colour): the KL at depth k, the change layer k made and the colour that
+    says which way; rounded to the live estimate's precision when not `exact`.
+
+    Example:
+        >>> fit_label([1.5, 0.25, float("inf")], 1, True)
+        ('KL 0.250', '−1.250', '#1a7f37')
+        >>> fit_label([1.5, 0.25, float("inf")], 2, False)
+        ('KL ∞', '', '#1d2a44')
+        >>> fit_label([1.5, 1.75], 1, False)
+        ('KL ≈ 1.75', '+0.25', '#b42318')
+    """
+    digits = 3 if exact else 2
+    value = kl[k]
+    if not math.isfinite(value):
+        return ("KL ∞" if value > 0 else "KL —"), "", "#1d2a44"
+    text = f"KL {'' if exact else '≈ '}{value:.{digits}f}".replace("-", "−")
+    change = value - kl[k - 1] if k else math.nan
+    if not math.isfinite(change):
+        return text, "", "#1d2a44"
+    return text, f"{change:+.{digits}f}".replace("-", "−"), FELL if change < 0 else ROSE
 
 
 def send_images(source: ColumnDataSource, columns: list[dict]) -> None:

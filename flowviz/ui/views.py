@@ -25,7 +25,7 @@ from flowviz.core.settings import SpecError
 from flowviz.core.spec import PRESENTATION_SETTINGS
 from flowviz.ui.forms import SettingsForm
 from flowviz.ui.layout import Sizes
-from flowviz.ui.live import LIVE_STRIP_RESOLUTION
+from flowviz.ui.live import FIT_POINTS_LIVE, LIVE_STRIP_RESOLUTION
 from flowviz.ui.plots import DepthAnimation, LossChart, TargetAndModel
 from flowviz.ui.stack import LayerStack
 from flowviz.ui.state import ANIMATION_EVERY, ExperimentState
@@ -349,8 +349,10 @@ class StripsView(StateView):
         self.slices = SettingsForm(PRESENTATION_SETTINGS, {"time_slices": state.spec.presentation.time_slices},
                                    lambda _name, value: state.set_presentation(time_slices=value), names=("time_slices",))
         self.slices.widgets["time_slices"].css_classes = ["fv-time-slices"]
+        self.fit_note = pn.pane.HTML("", margin=(0, 5), styles={"font-size": "13px", "color": "#445"},
+                                     css_classes=["fv-fit-note"])
         self.panels = {"density": pn.Column(pn.FlexBox(self.overlay, self.slices.panel, gap="16px"), self.density.figure,
-                                            sizing_mode="stretch_width"),
+                                            self.fit_note, sizing_mode="stretch_width"),
                        "log_det": pn.Column(self.cumulative, self.log_det.figure, sizing_mode="stretch_width"),
                        "samples": pn.Column(self.samples.figure, sizing_mode="stretch_width")}
         self._drawn = None  # the views last sent
@@ -392,12 +394,27 @@ class StripsView(StateView):
         if self.density.figure.title.text != title:
             self.density.figure.title.text = title
         quantised = frame.transient
-        send_images(self.density.images, [self.density.columns(views, spec.view, titles, quantised=quantised),
+        fit = frame.kl_by_depth
+        send_images(self.density.images, [self.density.columns(views, spec.view, titles, quantised=quantised,
+                                                               footer=fit is not None),
                                           self.log_det.columns(views, spec.view, titles, self.state.cumulative,
                                                                quantised)])
+        self.density.show_fit(fit, frame.kind == "exact")
+        self._show_fit_note(fit is not None)
         self.samples.update(views, spec.view, titles)
         self._show_overlay()
         self._show_marks()
+
+    def _show_fit_note(self, shown: bool) -> None:
+        kl = self.state.kl_label().replace("true ", "").replace("q)", "q_k)").replace("(q‖", "(q_k‖")
+        note = (f"Under each panel: {kl} in nats, the flow cut after k layers against the target, and below it "
+                "what layer k changed it by (green: lowered). Exact, from every evaluation point, when paused; "
+                f"≈ while training, from {FIT_POINTS_LIVE} of them. In a stack meant to work as a whole "
+                "(couplings) the middle depths need not come closer; in a stack of planar or radial layers "
+                "each should.") if shown else ""
+        if note != self.fit_note.object:
+            self.fit_note.object = note
+        self.fit_note.visible = shown
 
     @param.depends("state.overlay", watch=True)
     @edits_bokeh
