@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from flowviz.core.layers.base import Layer, LayerInfo, register
+from flowviz.core.layers.base import Handle, HandleValue, Layer, LayerInfo, register
 from flowviz.core.settings import Setting
 
 
@@ -20,12 +20,20 @@ from flowviz.core.settings import Setting
         tex_map=r"x_i = z_i \text{ if } z_i \ge 0 \text{ else } a\, z_i",
         tex_log_det=r"\textstyle\sum_i [z_i < 0] \ln a",
         settings=(Setting("slope", "float", 0.5, low=0.01, high=10.0, log_scale=True, doc="initial slope below zero"),),
+        handles=(Handle("slope", "number", "slope a below zero", low=0.01, high=10.0, log_scale=True,
+                        doc="< 1 squeezes the negative half-axes towards 0, > 1 stretches them"),),
     )
 )
 class LeakyReLU(Layer):
     def __init__(self, slope: float = 0.5):
         super().__init__()
         self.log_slope = nn.Parameter(torch.tensor(math.log(slope)))
+
+    def handles(self) -> dict[str, HandleValue]:
+        return {"slope": math.exp(float(self.log_slope.detach()))}
+
+    def _set_handles(self, values: dict[str, HandleValue]) -> None:
+        self.log_slope.fill_(math.log(float(values["slope"])))
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         negative = z < 0

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from flowviz.core.layers.base import Layer, LayerInfo, register
+from flowviz.core.layers.base import Handle, HandleError, HandleValue, Layer, LayerInfo, as_pair, register
 from flowviz.core.settings import Setting
 
 
@@ -33,6 +33,11 @@ def _inverse_2x2(m: Tensor) -> Tensor:
         reference="Kingma & Dhariwal (2018), Glow: Generative Flow with Invertible 1x1 Convolutions, arXiv:1807.03039",
         tex_map=r"x = P L (U + \operatorname{diag} s)\, z + b",
         tex_log_det=r"\textstyle\sum_i \ln|s_i|",
+        handles=(
+            *(Handle(f"w{i}{j}", "number", f"W{'₁₂'[i - 1]}{'₁₂'[j - 1]}", low=-4.0, high=4.0,
+                     doc="an entry of W; |det W| must stay ≥ 0.05 (an invertible map)") for i in (1, 2) for j in (1, 2)),
+            Handle("bias", "point", "the shift b", doc="where the origin goes"),
+        ),
     )
 )
 class LULinear(Layer):
@@ -56,6 +61,28 @@ class LULinear(Layer):
         s = self.sign * self.log_scale.exp()
         upper = torch.stack([torch.stack([s[0], self.upper]), torch.stack([zero, s[1]])])
         return self.permutation @ lower @ upper
+
+    MIN_DET = 0.05  # a hand-set W closer to singular is refused: its inverse would blow up
+
+    def handles(self) -> dict[str, HandleValue]:
+        w = self.weight().detach()
+        return {"w11": float(w[0, 0]), "w12": float(w[0, 1]), "w21": float(w[1, 0]), "w22": float(w[1, 1]),
+                "bias": as_pair(self.bias.detach())}
+
+    def _set_handles(self, values: dict[str, HandleValue]) -> None:
+        w = torch.tensor([[values["w11"], values["w12"]], [values["w21"], values["w22"]]], dtype=torch.float64)
+        det = float(torch.linalg.det(w))
+        if abs(det) < self.MIN_DET:
+            raise HandleError(f"W would be (nearly) singular: det W = {det:.3f}, and a linear flow needs |det W| ≥ "
+                              f"{self.MIN_DET} to stay invertible. Move the entry less far.")
+        p, lower, upper = torch.linalg.lu(w)  # W = P L U, L unit lower-triangular: the layer's own form
+        diagonal = upper.diagonal()
+        self.permutation.copy_(p)
+        self.sign.copy_(diagonal.sign())
+        self.lower.fill_(float(lower[1, 0]))
+        self.upper.fill_(float(upper[0, 1]))
+        self.log_scale.copy_(diagonal.abs().log())
+        self.bias.copy_(torch.tensor(values["bias"]))
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         return _apply_2x2(z, self.weight()) + self.bias, self.log_scale.sum().expand(z.shape[0])
@@ -91,12 +118,21 @@ class Swap(Layer):
         tex_map=r"x = R_\phi\, z",
         tex_log_det=r"0",
         settings=(Setting("angle", "float", 45.0, low=-180.0, high=180.0, doc="initial angle in degrees"),),
+        handles=(Handle("angle", "number", "angle φ (degrees)", low=-180.0, high=180.0,
+                        doc="turns the plane about the origin"),),
     )
 )
 class Rotation(Layer):
     def __init__(self, angle: float = 45.0):
         super().__init__()
         self.angle = nn.Parameter(torch.tensor(math.radians(angle)))
+
+    def handles(self) -> dict[str, HandleValue]:
+        degrees = math.degrees(float(self.angle.detach()))
+        return {"angle": (degrees + 180.0) % 360.0 - 180.0}  # a trained angle may have wound past ±180°
+
+    def _set_handles(self, values: dict[str, HandleValue]) -> None:
+        self.angle.fill_(math.radians(float(values["angle"])))
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         return _apply_2x2(z, rotation_matrix(self.angle)), z.new_zeros(z.shape[0])

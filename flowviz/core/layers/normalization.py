@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from flowviz.core.layers.base import Layer, LayerInfo, register
+from flowviz.core.layers.base import Handle, HandleValue, Layer, LayerInfo, as_pair, register
 from flowviz.core.settings import Setting
 
 
@@ -17,6 +17,13 @@ from flowviz.core.settings import Setting
         reference="Kingma & Dhariwal (2018), Glow: Generative Flow with Invertible 1x1 Convolutions, arXiv:1807.03039",
         tex_map=r"x = e^{s} \odot z + b",
         tex_log_det=r"\textstyle\sum_i s_i",
+        handles=(
+            Handle("shift", "point", "the shift b", doc="where the origin goes"),
+            Handle("scale_x", "number", "scale of x (e^{s₁})", low=0.05, high=20.0, log_scale=True,
+                   doc="stretches (> 1) or squeezes (< 1) the plane along x"),
+            Handle("scale_y", "number", "scale of y (e^{s₂})", low=0.05, high=20.0, log_scale=True,
+                   doc="stretches (> 1) or squeezes (< 1) the plane along y"),
+        ),
     )
 )
 class ActNorm(Layer):
@@ -43,6 +50,15 @@ class ActNorm(Layer):
     def _maybe_initialize(self, batch: Tensor, inverse: bool) -> None:
         if self.training and not bool(self.initialized) and batch.shape[0] > 1:
             self._initialize(batch, inverse)
+
+    def handles(self) -> dict[str, HandleValue]:
+        scale = self.log_scale.detach().exp()
+        return {"shift": as_pair(self.shift.detach()), "scale_x": float(scale[0]), "scale_y": float(scale[1])}
+
+    def _set_handles(self, values: dict[str, HandleValue]) -> None:
+        self.shift.copy_(torch.tensor(values["shift"]))
+        self.log_scale.copy_(torch.tensor([values["scale_x"], values["scale_y"]]).log())
+        self.initialized.fill_(True)  # set by hand: the first training batch must not overwrite it
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         self._maybe_initialize(z, inverse=False)

@@ -14,7 +14,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowviz.core.layers.base import IterativeInverse, Layer, LayerInfo, register
+from flowviz.core.layers.base import (
+    Handle,
+    HandleValue,
+    IterativeInverse,
+    Layer,
+    LayerInfo,
+    as_pair,
+    register,
+    softplus_inverse,
+)
 from flowviz.core.layers.linear import rotation_matrix
 from flowviz.core.limits import LIMITS
 from flowviz.core.settings import Setting
@@ -104,6 +113,13 @@ def _rtsafe_tanh(t: Tensor, c: Tensor, k: Tensor, d: Tensor, v: Tensor, lo: Tens
         tex_map=r"x = z + u\,\tanh(w^\top z + b)",
         tex_log_det=r"\ln\left|1 + (1 - \tanh^2(w^\top z + b))\, w^\top u\right|",
         iterative_inverse=True,
+        handles=(
+            Handle("anchor", "point", "the line w·z + b = 0", doc="drag it to move the line (its point nearest 0)"),
+            Handle("w", "vector", "w, normal to the line", origin="anchor",
+                   doc="turns the line; its length sets how sharp the tanh step across it is"),
+            Handle("u", "vector", "u, the push", origin="anchor",
+                   doc="where and how far the plane is pushed; kept where wᵀu > −1, so the layer stays invertible"),
+        ),
     )
 )
 class Planar(IterativeInverse):
@@ -118,6 +134,31 @@ class Planar(IterativeInverse):
     def u_hat(self) -> Tensor:
         wu = self.w @ self.u
         return self.u + (F.softplus(wu) - 1 - wu) * self.w / (self.w @ self.w)
+
+    MIN_W = 0.05  # a shorter w has no line to speak of (and divides by |w|²)
+    MIN_WU = -0.95  # wᵀû > -1 keeps it invertible; a hand-set u stops a little short of that
+
+    def handles(self) -> dict[str, HandleValue]:
+        w, b = self.w.detach().double(), float(self.b.detach())
+        anchor = -b * w / (w @ w)
+        return {"anchor": as_pair(anchor), "w": as_pair(w), "u": as_pair(self.u_hat().detach())}
+
+    def _set_handles(self, values: dict[str, HandleValue]) -> None:
+        w = torch.tensor(values["w"], dtype=torch.float64)
+        if w.norm() < self.MIN_W:
+            w = w / w.norm().clamp_min(1e-12) * self.MIN_W if w.norm() > 0 else torch.tensor([self.MIN_W, 0.0])
+        u = torch.tensor(values["u"], dtype=torch.float64)
+        wu = float(w @ u)
+        if wu < self.MIN_WU:  # move u along w until wᵀu is back in range
+            u = u + (self.MIN_WU - wu) * w / (w @ w)
+            wu = self.MIN_WU
+        # u_hat(u_raw) = u exactly for u_raw = u + c w with softplus(wᵀu_raw) = 1 + wᵀu.
+        wu_raw = softplus_inverse(1 + wu)
+        u_raw = u + (wu_raw - wu) * w / (w @ w)
+        anchor = torch.tensor(values["anchor"], dtype=torch.float64)
+        self.w.copy_(w)
+        self.u.copy_(u_raw)
+        self.b.copy_(-(w @ anchor))
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         u = self.u_hat()
@@ -141,6 +182,13 @@ class Planar(IterativeInverse):
         reference="Rezende & Mohamed (2015), Variational Inference with Normalizing Flows, arXiv:1505.05770",
         tex_map=r"x = z + \beta h(r)\,(z - z_0),\; h = \tfrac{1}{\alpha + r}",
         tex_log_det=r"\ln(1 + \beta h) + \ln(1 + \beta h + \beta h'(r)\, r)",
+        handles=(
+            Handle("center", "point", "the centre z₀", doc="drag it: the bump or dip moves with it"),
+            Handle("alpha", "number", "α, the reach", low=0.01, high=10.0, log_scale=True,
+                   doc="how far from the centre the pull reaches (small: sharp and local)"),
+            Handle("beta", "number", "β, the pull (−) or push (+)", low=-10.0, high=10.0,
+                   doc="negative pulls points towards the centre (a bump), positive pushes them away; kept ≥ −α"),
+        ),
     )
 )
 class Radial(Layer):
@@ -155,6 +203,17 @@ class Radial(Layer):
     def alpha_beta(self) -> tuple[Tensor, Tensor]:
         alpha = F.softplus(self.alpha_raw)
         return alpha, -alpha + F.softplus(self.beta_raw)
+
+    def handles(self) -> dict[str, HandleValue]:
+        alpha, beta = self.alpha_beta()
+        return {"center": as_pair(self.center.detach()), "alpha": float(alpha), "beta": float(beta)}
+
+    def _set_handles(self, values: dict[str, HandleValue]) -> None:
+        alpha = float(values["alpha"])
+        beta = max(float(values["beta"]), -alpha * 0.99)  # β ≥ −α keeps it invertible
+        self.center.copy_(torch.tensor(values["center"]))
+        self.alpha_raw.fill_(softplus_inverse(alpha))
+        self.beta_raw.fill_(softplus_inverse(alpha + beta))
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         alpha, beta = self.alpha_beta()
