@@ -7,6 +7,7 @@ import threading
 import time
 
 import numpy as np
+import panel as pn
 import pytest
 import torch
 
@@ -493,3 +494,63 @@ def test_sessions_on_one_target_share_its_read_only_picture():
     finally:
         for live in (first, second, other):
             live.close()
+
+
+# -- hand mode ---------------------------------------------------------------------------------------
+def test_hand_mode_moves_a_layer_every_view_follows_and_undo_and_done_put_it_back(explorer):
+    state, hand = explorer.state, explorer.hand
+    explorer.layer_editor.stack.act({"action": "add", "type": "radial", "index": 0})
+    radial = state.layer_ids[0]
+    explorer.layer_editor.stack.selected = radial
+    by_hand = [w for w in explorer.layer_editor.form_holder.objects if isinstance(w, pn.widgets.Button)]
+    assert [b.label for b in by_hand] == ["Move it by hand"]
+    by_hand[0].clicks += 1
+    assert state.spec.presentation.hand_layer == 1 and hand.panel.visible and not state.playing
+    trained = state.live.handles(radial)
+    density = np.array(explorer.strips.density.images.data["density"][1])
+    centre = trained["center"]
+    assert hand.grab(centre[0] + 0.05, centre[1]).name == "center"
+    hand.drag(centre[0] + 1.05, centre[1] - 0.5)
+    hand.let_go()
+    assert state.live.handles(radial)["center"] == pytest.approx((centre[0] + 1.0, centre[1] - 0.5), abs=1e-6)
+    assert state.frame.kind == "exact" and np.abs(explorer.strips.density.images.data["density"][1] - density).max() > 1e-4
+    assert hand.points.data["x"][0] == pytest.approx(centre[0] + 1.0, abs=1e-6)
+    hand._widgets["beta"].value = -0.2  # a slider moves a number
+    assert state.live.handles(radial)["beta"] == pytest.approx(-0.2, abs=1e-6)
+    state.step()  # training goes on from what the hand set
+    assert state.live.step == 1 and state.live.handles(radial)["center"] != pytest.approx(centre, abs=1e-3)
+    assert state.undo_hand()
+    for name, value in trained.items():
+        assert state.live.handles(radial)[name] == pytest.approx(value, abs=1e-6)
+    hand.done.clicks += 1
+    assert state.spec.presentation.hand_layer == 0 and not hand.panel.visible
+
+
+def test_hand_mode_follows_its_layer_through_stack_edits_and_ends_with_it(explorer):
+    state = explorer.state
+    explorer.layer_editor.stack.act({"action": "add", "type": "planar", "index": 0})
+    planar = state.layer_ids[0]
+    state.hold(planar)
+    explorer.layer_editor.stack.act({"action": "add", "type": "affine_coupling", "index": 0})
+    assert state.hand_layer_id() == planar and state.spec.presentation.hand_layer == 2
+    explorer.layer_editor.stack.act({"action": "remove", "index": 1})
+    assert state.spec.presentation.hand_layer == 0 and not explorer.hand.panel.visible
+
+
+def test_a_move_the_layer_cannot_take_is_refused_and_the_layer_kept(explorer):
+    state = explorer.state
+    explorer.layer_editor.stack.act({"action": "add", "type": "lu_linear", "index": 0})
+    state.hold(state.layer_ids[0])
+    before = state.live.handles(state.layer_ids[0])
+    assert not state.move_hand({"w11": 1.0, "w12": 1.0, "w21": 1.0, "w22": 1.0}, final=True)
+    assert "singular" in state.message and state.live.handles(state.layer_ids[0]) == before
+
+
+def test_a_hand_mode_preset_opens_paused_with_its_layer_in_hand():
+    page = Explorer(ExperimentSpec.load(preset_path("hand-planar")))
+    try:
+        assert page.hand.panel.visible and page.layer_editor.stack.selected == page.state.layer_ids[0]
+        assert page.hand.points.data["label"] == ["w·z + b = 0", "w", "u"] and len(page.hand.lines.data["x0"]) == 1
+        assert "KL(q_1‖p) after this layer" in page.hand.score.object
+    finally:
+        page.close()

@@ -572,3 +572,64 @@ def test_a_page_whose_exact_frame_comes_while_it_loads_paints_it_in_its_colours(
         assert page.evaluate(PAINTER, strip.renderer.id)[:2] == [painter.low, painter.high] == [0, 0.2]
         assert "exact" in strip.figure.title.text
         context.close()
+
+
+def test_dragging_a_planar_line_by_hand_moves_the_density_strip_and_the_ledger(page):
+    """The planar lesson opens paused with its layer in hand mode. Dragging the line moves the
+    layer: the density after it and the followed point's ledger change; Undo puts it back."""
+    from flowviz.core.presets import preset_path
+
+    explorer = page.open("?spec=" + spec_to_link(ExperimentSpec.load(preset_path("hand-planar"))))
+    hand = explorer.hand
+    wait_until(lambda: explorer.state.frame.kind == "exact" and hand.panel.visible, 30, "hand mode, exact")
+    page.get_by_text("Layer 1 by hand: Planar flow").wait_for(timeout=10_000)
+    strip = explorer.strips.density
+    _settled(page, explorer, strip.figure)
+    dx, dy = strip.layout.offset(1)
+    page.mouse.click(*_screen(page, strip.figure, 0.5 + dx, 0.5 + dy))  # follow a point after the layer
+    wait_until(lambda: explorer.state.ledger is not None, 10, "the ledger")
+    ledger_before = explorer.state.ledger.rows[-1].log_det
+    density_before = np.array(strip.images.data["density"][1], np.float64)
+    layer_id = explorer.state.hand_layer_id()
+    anchor = explorer.state.live.handles(layer_id)["anchor"]
+    _settled(page, explorer, hand.fig)
+    start = _screen(page, hand.fig, *anchor)
+    page.mouse.move(*start)
+    page.mouse.down()
+    for i in range(1, 30):
+        page.mouse.move(start[0] + 2 * i, start[1] + i, steps=2)
+    page.mouse.up()
+    wait_until(lambda: explorer.state.live.handles(layer_id)["anchor"] != pytest.approx(anchor, abs=0.1), 10,
+               "the line to move")
+    wait_until(lambda: explorer.state.frame.kind == "exact", 20, "the exact frame once the hand lets go")
+    density_after = np.array(strip.images.data["density"][1], np.float64)
+    assert density_after.shape == density_before.shape and np.abs(density_after - density_before).max() > 1e-3
+    assert explorer.state.ledger.rows[-1].log_det != pytest.approx(ledger_before, abs=1e-6)
+    page.get_by_role("button", name="↶ Undo my moves").click()
+    wait_until(lambda: explorer.state.live.handles(layer_id)["anchor"] == pytest.approx(anchor, abs=1e-6), 10, "undo")
+    page.get_by_role("button", name="Done").click()
+    wait_until(lambda: not hand.panel.visible and explorer.state.spec.presentation.hand_layer == 0, 10, "done")
+    assert page.errors == [] and page.external == []
+
+
+def test_a_picture_becomes_the_target_and_a_bad_one_is_refused_with_its_reason(page, tmp_path):
+    from PIL import Image
+
+    explorer = page.open()
+    picture = Image.new("L", (200, 100), 255)
+    picture.paste(0, (20, 20, 80, 80))
+    good = tmp_path / "square.png"
+    picture.save(good)
+    upload = page.get_by_label("Upload points or a picture")
+    upload.set_input_files(str(good))
+    wait_until(lambda: explorer.state.spec.target.name == "image", 20, "the picture to become the target")
+    page.get_by_text("square.png, shrunk to 128×64 pixels").wait_for(timeout=10_000)
+    wait_until(lambda: explorer.state.frame.kind == "exact" and explorer.state.frame.kl_by_depth is not None, 30,
+               "the exact frame on the picture")
+    assert np.isfinite(explorer.state.frame.kl_by_depth[-1]) and np.isfinite(explorer.state.live.trainer.evaluate().kl)
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    upload.set_input_files(str(bad))
+    page.get_by_text("broken.png is not a PNG or JPEG picture").wait_for(timeout=10_000)
+    assert explorer.state.spec.target.settings["picture"] == "uploaded"  # the square stays the target
+    assert page.errors == []

@@ -96,12 +96,12 @@ def test_titles_are_short_and_unique_and_descriptions_say_something():
         assert len(spec.description) >= 100, f"{name}: the description should tell a student what to look at"
 
 
-def test_presets_are_self_contained_and_carry_no_presentation_but_time_slices():
+def test_presets_are_self_contained_and_carry_no_presentation_but_the_lesson():
     """A preset hides no panel and sets no projector (the teacher's choice); it may open its
-    continuous flow into time slices, which is what the lesson is about."""
+    continuous flow into time slices, or a layer in hand mode, which is what the lesson is about."""
     for path in PRESETS:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        assert set(raw.get("presentation", {})) <= {"time_slices"}, path.name
+        assert set(raw.get("presentation", {})) <= {"time_slices", "hand_layer"}, path.name
         assert "seed" in raw and "steps" in raw.get("training", {}), f"{path.name}: state the seed and the steps"
 
 

@@ -93,6 +93,8 @@ PRESENTATION_SETTINGS = (
     Setting("projector", "bool", False, label="Projector: large type and plots", doc="large type and plots for a projector"),
     Setting("time_slices", "bool", False, label="Open continuous flows into time slices (t = 0, ¼, ½, ¾, 1)",
             doc="the strips and the ledger show a continuous flow at quarter times, not only at its end"),
+    Setting("hand_layer", "int", 0, low=0, high=LIMITS.max_layers, label="Layer in hand mode (0: none)",
+            doc="the page opens paused with layer k (counting from 1) in hand mode: its handles on the plane"),
 )
 TIME_SLICES = 4  # the parts a continuous flow opens into
 MAX_HIDDEN = 32
@@ -132,6 +134,7 @@ class PresentationSpec:
     projector: bool = False
     hidden: tuple[str, ...] = ()
     time_slices: bool = False
+    hand_layer: int = 0  # 1-based position of the layer in hand mode; 0: none
 
 
 @dataclass(frozen=True)
@@ -321,7 +324,7 @@ def _points(points: Any) -> tuple[tuple[float, float], ...]:
 
 def _presentation(data: Any) -> PresentationSpec:
     _expect_object(data, "presentation")
-    _reject_unknown(data, {"projector", "hidden", "time_slices"}, "presentation")
+    _reject_unknown(data, {"projector", "hidden", "time_slices", "hand_layer"}, "presentation")
     switches = validate_settings(PRESENTATION_SETTINGS, {k: v for k, v in data.items() if k != "hidden"}, "presentation")
     hidden = data.get("hidden", [])
     if not isinstance(hidden, list):
@@ -331,7 +334,8 @@ def _presentation(data: Any) -> PresentationSpec:
     for i, name in enumerate(hidden):
         if not isinstance(name, str) or not PANEL_NAME.match(name):
             raise SpecError(f"presentation.hidden[{i}]", f"{name!r} is not a panel name (lower-case letters, digits, _)")
-    return PresentationSpec(switches["projector"], tuple(dict.fromkeys(hidden)), switches["time_slices"])
+    return PresentationSpec(switches["projector"], tuple(dict.fromkeys(hidden)), switches["time_slices"],
+                            switches["hand_layer"])
 
 
 def _view(data: Any) -> ViewSpec:
@@ -344,6 +348,8 @@ def _view(data: Any) -> ViewSpec:
 
 def _check_combination(spec: ExperimentSpec) -> None:
     target = TARGETS[spec.target.name].info
+    if spec.presentation.hand_layer:
+        _check_hand_layer(spec)
     if spec.training.objective == "flow_matching":
         _check_flow_matching(spec)
     if spec.training.objective == "reverse_kl":
@@ -360,6 +366,20 @@ def _check_combination(spec: ExperimentSpec) -> None:
                 f"a learnable {base.title} base cannot be trained by reverse KL (its samples carry no gradient); "
                 "set learnable to false or use forward_kl",
             )
+
+
+def _check_hand_layer(spec: ExperimentSpec) -> None:
+    position = spec.presentation.hand_layer
+    field_name = "presentation.hand_layer"
+    if position > len(spec.layers):
+        raise SpecError(field_name, f"{position} names no layer: the stack has {len(spec.layers)}")
+    layer = spec.layers[position - 1]
+    with_handles = ", ".join(name for name, entry in LAYERS.items() if entry.info.handles)
+    if not LAYERS[layer.type].info.handles:
+        raise SpecError(field_name, f"layer {position} ({layer.type}) has no handles to move by hand; "
+                                    f"these layers have: {with_handles}")
+    if not layer.enabled:
+        raise SpecError(field_name, f"layer {position} is switched off; switch it on to move it by hand")
 
 
 def _check_flow_matching(spec: ExperimentSpec) -> None:

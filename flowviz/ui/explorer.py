@@ -25,6 +25,7 @@ from panel.io.callbacks import PeriodicCallback
 from flowviz.core.presets import DEFAULT_PRESET
 from flowviz.core.spec import ExperimentSpec
 from flowviz.ui.cards import BaseCard, ExperimentCard, PresentationCard, TargetCard, TrainingCard
+from flowviz.ui.hand import HandView
 from flowviz.ui.layout import FOLD_SIDEBAR_BELOW, PANEL_NAMES, SIDEBAR_PANELS, Sizes, main_width
 from flowviz.ui.live import ComputeGate
 from flowviz.ui.pickers import FrameClock, Screen
@@ -55,6 +56,7 @@ class Explorer(pn.viewable.Viewer):
         self.training, self.presentation = TrainingCard(state), PresentationCard(state)
         self.toolbar, self.layer_editor = Toolbar(state), LayerEditor(state)
         self.overview, self.strips, self.ledger = Overview(state), StripsView(state), LedgerView(state)
+        self.hand = HandView(state)
         ledger = pn.Card(self.ledger, title="Follow a point: the change-of-variables ledger",
                          sizing_mode="stretch_width", collapsible=True, margin=(4, 0))
         views = {"experiment": self.experiment, "target": self.target, "base": self.base, "training": self.training,
@@ -83,7 +85,7 @@ class Explorer(pn.viewable.Viewer):
             viewable.visible = name not in presentation.hidden
         sidebar_shown = window >= FOLD_SIDEBAR_BELOW and not self.sidebar_hidden()
         sizes = Sizes.of(presentation.projector, main_width(window, sidebar_shown) if window else None)
-        for view in (self.toolbar, self.overview, self.strips, self.ledger):
+        for view in (self.toolbar, self.overview, self.strips, self.ledger, self.hand):
             view.set_sizes(sizes)
 
     @classmethod
@@ -150,8 +152,9 @@ class Explorer(pn.viewable.Viewer):
     def main(self) -> list:
         """The views in reading order: what to do, what it does (target, model, density), then the rest."""
         panels = self.panels
-        return [self.toolbar, self.toolbar.explanation, self.toolbar.alert, panels["overview"], panels["density"],
-                panels["layers"], panels["ledger"], panels["log_det"], panels["samples"], self.presentation]
+        return [self.toolbar, self.toolbar.explanation, self.toolbar.alert, panels["overview"], self.hand,
+                panels["density"], panels["layers"], panels["ledger"], panels["log_det"], panels["samples"],
+                self.presentation]
 
     def __panel__(self):
         # Outside the template (a notebook cell) the window reporter and the frame clock ride along

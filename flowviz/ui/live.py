@@ -54,6 +54,7 @@ from flowviz.core.build import build_base, build_flow, build_layer, shown_flow
 from flowviz.core.flow import Flow
 from flowviz.core.grid import GridRequest, GridViews, evaluate_grid, output_log_prob, target_image
 from flowviz.core.layers import Layer
+from flowviz.core.layers.base import HandleValue
 from flowviz.core.ledger import Ledger, follow
 from flowviz.core.spec import ExperimentSpec, LayerSpec
 from flowviz.core.training import Evaluation, Trainer, TrainingDiverged
@@ -221,6 +222,7 @@ class LiveSession:
         self._snapshot: tuple[Flow, int] | None = None
         self._exact_wanted = threading.Event()
         self._preview_wanted = False  # the rendering thread shows a coarse frame before the exact one
+        self._preview_only = False  # the rendering thread shows a coarse frame and no exact one (a hand drags)
         self._version = 0  # counts changes to the model (steps, edits): an exact frame of an older one is dropped
         self._frame_lock = threading.Lock()
         self._frame: Frame | None = None
@@ -452,6 +454,15 @@ class LiveSession:
     def _exact_frame(self) -> None:
         self._exact_wanted.clear()
         preview, self._preview_wanted = self._preview_wanted, False
+        if self._preview_only:
+            self._preview_only = False
+            with self._lock:
+                flow, step = copy.deepcopy(self.flow), self.step
+            with self._urgent():
+                frame = self._render(flow, step, "preview")
+            if not self._playing.is_set():  # (even if the hand has moved on since: it shows the drag as it goes)
+                self._publish(frame)
+            return
         with self._lock:
             flow, step, version = copy.deepcopy(self.flow), self.step, self._version
         # Asked for by a click (Pause, Step, an edit): ahead of other sessions' training and live frames.
@@ -465,10 +476,19 @@ class LiveSession:
     def _urgent(self):
         return self._gate.urgent() if isinstance(self._gate, ComputeGate) else contextlib.nullcontext()
 
+    def request_preview(self) -> None:
+        """Render only a coarse frame of the current model on the rendering thread (while a hand
+        drags a handle: each drag event makes the last one's frame stale; the exact one follows
+        from `request_exact` when the hand lets go)."""
+        self._start_threads()
+        self._preview_only = True
+        self._exact_wanted.set()
+
     def request_exact(self, preview: bool = False) -> None:
         """Render the exact frame of the current model on the rendering thread, after a coarse one if
         `preview`; `take_frame` gets them."""
         self._start_threads()
+        self._preview_only = False
         self._preview_wanted = self._preview_wanted or preview
         self._exact_wanted.set()
 
@@ -553,6 +573,29 @@ class LiveSession:
 
     def frames_per_second(self) -> float:
         return rate_per_second(self._frame_times)
+
+    # -- by hand ------------------------------------------------------------------------------------
+    def handles(self, layer_id: int) -> dict[str, HandleValue]:
+        """The hand-mode handles of the layer with this id, as it has them now."""
+        with self._lock:
+            return self._modules[layer_id][1].handles()
+
+    def move(self, layer_id: int, values: dict[str, HandleValue]) -> dict[str, HandleValue]:
+        """Set handles of a layer by hand (Layer.move; HandleError if it cannot take them): the
+        next frame and the next training step start from there."""
+        with self._lock:
+            moved = self._modules[layer_id][1].move(values)
+            self._version += 1
+            return moved
+
+    def layer_state(self, layer_id: int) -> dict[str, torch.Tensor]:
+        with self._lock:
+            return {key: value.clone() for key, value in self._modules[layer_id][1].state_dict().items()}
+
+    def restore_layer(self, layer_id: int, state: dict[str, torch.Tensor]) -> None:
+        with self._lock, torch.no_grad():
+            self._modules[layer_id][1].load_state_dict(state)
+            self._version += 1
 
     def copy_flow(self) -> Flow:
         """A copy of the current model, for exports that run while training goes on."""

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import param
 
+from flowviz.core.layers import LAYERS
+from flowviz.core.layers.base import HandleError
 from flowviz.core.link import read_link
 from flowviz.core.picture import PictureError, encode_picture, is_picture, read_picture
 from flowviz.core.pointfile import PointsFileError, parse_points
@@ -91,6 +93,7 @@ class ExperimentState(param.Parameterized):
         self.exact_in_background = exact_in_background  # a server session: frames come from the rendering thread
         self._push_times: deque[float] = deque(maxlen=60)
         self._brush = np.random.default_rng(spec.seed)
+        self._hand_undo: dict[int, dict] = {}  # layer id -> its weights before the hand first moved it
         if exact_in_background:  # a new page: coarse views at once, never blank; the exact ones follow
             self.show(self.live.preview())
             self.live.request_exact()
@@ -171,6 +174,10 @@ class ExperimentState(param.Parameterized):
     def set_layers(self, layers: tuple[LayerSpec, ...], ids: list[int]) -> bool:
         data = self._candidate()
         data["layers"] = [{"type": layer.type, "settings": layer.settings, "enabled": layer.enabled} for layer in layers]
+        held = self.hand_layer_id()
+        if held is not None:  # hand mode follows its layer through the edit, or ends with it
+            keep = held in ids and LAYERS[layers[ids.index(held)].type].info.handles and layers[ids.index(held)].enabled
+            data["presentation"]["hand_layer"] = ids.index(held) + 1 if keep else 0
         return self.propose(data, layer_ids=ids)
 
     def set_presentation(self, projector: bool | None = None, hidden: list[str] | None = None,
@@ -187,6 +194,59 @@ class ExperimentState(param.Parameterized):
     def say(self, text: str) -> None:
         self.message = text
 
+    # -- by hand -----------------------------------------------------------------------------------
+    def hand_layer_id(self) -> int | None:
+        """The id of the layer in hand mode, or None."""
+        position = self.spec.presentation.hand_layer
+        return self.layer_ids[position - 1] if position else None
+
+    def hold(self, layer_id: int | None) -> bool:
+        """Hand mode for the layer with this id (None: leave it): training pauses, and the layer's
+        handles can be moved (`move_hand`) until another layer is taken or Done."""
+        self.playing = False
+        if layer_id is not None and layer_id not in self.layer_ids:
+            return False
+        if layer_id is None:
+            self._hand_undo = {}
+        data = self._candidate()
+        data["presentation"]["hand_layer"] = 0 if layer_id is None else self.layer_ids.index(layer_id) + 1
+        return self.propose(data)
+
+    def move_hand(self, values: dict[str, Any], final: bool = False) -> bool:
+        """Move handles of the layer in hand mode; every view follows, coarse while a hand drags and
+        exact once it lets go (`final`). Training, when played again, starts from here."""
+        held = self.hand_layer_id()
+        if held is None:
+            return False
+        self.playing = False
+        if values:
+            self._hand_undo.setdefault(held, self.live.layer_state(held))
+            try:
+                self.live.move(held, values)
+            except HandleError as error:
+                self.say(f"{error} The layer is as it was.")
+                return False
+            self.message = ""
+            self._refresh_ledger()
+        if final:
+            self.render_now(coarse_first=False)
+        elif self.exact_in_background:
+            self.live.request_preview()  # a server session: the rendering thread draws it, coarse
+        else:
+            self.show(self.live.preview())
+        return True
+
+    def undo_hand(self) -> bool:
+        """Put back the values the layer in hand mode had before the hand first moved it."""
+        held = self.hand_layer_id()
+        saved = self._hand_undo.pop(held, None) if held is not None else None
+        if saved is None:
+            return False
+        self.live.restore_layer(held, saved)
+        self._refresh_ledger()
+        self.render_now()
+        return True
+
     # -- whole experiments: presets, files, points -------------------------------------------------
     def load(self, spec: ExperimentSpec) -> None:
         """Replace the whole experiment (a preset, a file, a link): untrained, from its seed."""
@@ -195,6 +255,7 @@ class ExperimentState(param.Parameterized):
             self.say(f"That experiment was not loaded ({problems[0]}). The current experiment is unchanged.")
             return
         self.playing = False
+        self._hand_undo = {}
         self.live.load(spec)
         self.param.update(spec=spec, layer_ids=list(self.live.layer_ids), explain=False, followed=None,
                           ledger=None, target_source="", message="")
@@ -285,6 +346,7 @@ class ExperimentState(param.Parameterized):
     def reset(self) -> None:
         """Back to the spec's untrained state."""
         self.playing = False
+        self._hand_undo = {}
         self.live.reset()
         self.param.update(explain=False, message="")
         self.render_now()

@@ -176,13 +176,16 @@ class LayerEditor(StateView):
         self.stack.param.watch(lambda _event: state.set_layers(self.stack.layer_specs(), self.stack.ids()), "items")
         self.stack.param.watch(lambda _event: self._show_form(), "selected")
         self.stack.param.watch(lambda event: state.say(event.new) if event.new else None, "message")
-        self._show_form()
+        self._show_stack()
 
     @param.depends("state.spec", "state.layer_ids", watch=True)
     def _show_stack(self) -> None:
         state = self.state
         if self.stack.layer_specs() != state.spec.layers or self.stack.ids() != state.layer_ids:
             self.stack.set_layers(state.spec.layers, state.layer_ids)  # the ids that name the trained weights
+        held = state.hand_layer_id()
+        if held is not None and self.stack.selected != held:
+            self.stack.selected = held  # (its watcher shows the form)
         self._show_form()
 
     def _show_form(self) -> None:
@@ -211,6 +214,11 @@ class LayerEditor(StateView):
                              sizing_mode="stretch_width"),
             self.form.panel,
         ]
+        if info.handles:
+            by_hand = pn.widgets.Button(label="Move it by hand", color="primary", variant="outline",
+                                        css_classes=["fv-by-hand"])
+            by_hand.on_click(lambda _event: self.state.hold(selected))
+            self.form_holder.append(by_hand)
 
     def _edit(self, layer_id: int, name: str, value) -> None:
         item = next((i for i in self.stack.items if i["id"] == layer_id), None)

@@ -38,6 +38,8 @@ class Handle:
     low: float = -math.inf
     high: float = math.inf
     origin: str = ""  # a vector's tail: the point handle it is drawn from
+    line_normal: str = ""  # a point drawn as the line through it normal to this vector handle (planar's line)
+    mark: str = ""  # its short name on the plane (default: `name`)
     log_scale: bool = False  # a number that spans decades (a slope, a scale)
     doc: str = ""
 

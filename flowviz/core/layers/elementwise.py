@@ -29,6 +29,7 @@ class LeakyReLU(Layer):
         super().__init__()
         self.log_slope = nn.Parameter(torch.tensor(math.log(slope)))
 
+    @torch.no_grad()
     def handles(self) -> dict[str, HandleValue]:
         return {"slope": math.exp(float(self.log_slope.detach()))}
 

@@ -36,7 +36,7 @@ def _inverse_2x2(m: Tensor) -> Tensor:
         handles=(
             *(Handle(f"w{i}{j}", "number", f"W{'₁₂'[i - 1]}{'₁₂'[j - 1]}", low=-4.0, high=4.0,
                      doc="an entry of W; |det W| must stay ≥ 0.05 (an invertible map)") for i in (1, 2) for j in (1, 2)),
-            Handle("bias", "point", "the shift b", doc="where the origin goes"),
+            Handle("bias", "point", "the shift b", mark="b", doc="where the origin goes"),
         ),
     )
 )
@@ -64,6 +64,7 @@ class LULinear(Layer):
 
     MIN_DET = 0.05  # a hand-set W closer to singular is refused: its inverse would blow up
 
+    @torch.no_grad()
     def handles(self) -> dict[str, HandleValue]:
         w = self.weight().detach()
         return {"w11": float(w[0, 0]), "w12": float(w[0, 1]), "w21": float(w[1, 0]), "w22": float(w[1, 1]),
@@ -127,6 +128,7 @@ class Rotation(Layer):
         super().__init__()
         self.angle = nn.Parameter(torch.tensor(math.radians(angle)))
 
+    @torch.no_grad()
     def handles(self) -> dict[str, HandleValue]:
         degrees = math.degrees(float(self.angle.detach()))
         return {"angle": (degrees + 180.0) % 360.0 - 180.0}  # a trained angle may have wound past ±180°

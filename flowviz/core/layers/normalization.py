@@ -18,7 +18,7 @@ from flowviz.core.settings import Setting
         tex_map=r"x = e^{s} \odot z + b",
         tex_log_det=r"\textstyle\sum_i s_i",
         handles=(
-            Handle("shift", "point", "the shift b", doc="where the origin goes"),
+            Handle("shift", "point", "the shift b", mark="b", doc="where the origin goes"),
             Handle("scale_x", "number", "scale of x (e^{s₁})", low=0.05, high=20.0, log_scale=True,
                    doc="stretches (> 1) or squeezes (< 1) the plane along x"),
             Handle("scale_y", "number", "scale of y (e^{s₂})", low=0.05, high=20.0, log_scale=True,
@@ -51,6 +51,7 @@ class ActNorm(Layer):
         if self.training and not bool(self.initialized) and batch.shape[0] > 1:
             self._initialize(batch, inverse)
 
+    @torch.no_grad()
     def handles(self) -> dict[str, HandleValue]:
         scale = self.log_scale.detach().exp()
         return {"shift": as_pair(self.shift.detach()), "scale_x": float(scale[0]), "scale_y": float(scale[1])}

@@ -114,7 +114,8 @@ def _rtsafe_tanh(t: Tensor, c: Tensor, k: Tensor, d: Tensor, v: Tensor, lo: Tens
         tex_log_det=r"\ln\left|1 + (1 - \tanh^2(w^\top z + b))\, w^\top u\right|",
         iterative_inverse=True,
         handles=(
-            Handle("anchor", "point", "the line w·z + b = 0", doc="drag it to move the line (its point nearest 0)"),
+            Handle("anchor", "point", "the line w·z + b = 0", line_normal="w", mark="w·z + b = 0",
+                   doc="drag it to move the line (its point nearest 0)"),
             Handle("w", "vector", "w, normal to the line", origin="anchor",
                    doc="turns the line; its length sets how sharp the tanh step across it is"),
             Handle("u", "vector", "u, the push", origin="anchor",
@@ -138,6 +139,7 @@ class Planar(IterativeInverse):
     MIN_W = 0.05  # a shorter w has no line to speak of (and divides by |w|²)
     MIN_WU = -0.95  # wᵀû > -1 keeps it invertible; a hand-set u stops a little short of that
 
+    @torch.no_grad()
     def handles(self) -> dict[str, HandleValue]:
         w, b = self.w.detach().double(), float(self.b.detach())
         anchor = -b * w / (w @ w)
@@ -183,7 +185,7 @@ class Planar(IterativeInverse):
         tex_map=r"x = z + \beta h(r)\,(z - z_0),\; h = \tfrac{1}{\alpha + r}",
         tex_log_det=r"\ln(1 + \beta h) + \ln(1 + \beta h + \beta h'(r)\, r)",
         handles=(
-            Handle("center", "point", "the centre z₀", doc="drag it: the bump or dip moves with it"),
+            Handle("center", "point", "the centre z₀", mark="z₀", doc="drag it: the bump or dip moves with it"),
             Handle("alpha", "number", "α, the reach", low=0.01, high=10.0, log_scale=True,
                    doc="how far from the centre the pull reaches (small: sharp and local)"),
             Handle("beta", "number", "β, the pull (−) or push (+)", low=-10.0, high=10.0,
@@ -204,6 +206,7 @@ class Radial(Layer):
         alpha = F.softplus(self.alpha_raw)
         return alpha, -alpha + F.softplus(self.beta_raw)
 
+    @torch.no_grad()
     def handles(self) -> dict[str, HandleValue]:
         alpha, beta = self.alpha_beta()
         return {"center": as_pair(self.center.detach()), "alpha": float(alpha), "beta": float(beta)}
