@@ -2,10 +2,11 @@
 
     python assets/make_screenshots.py   # writes assets/explorer.png, ledger.png, draw.png, projector.png,
                                         # cnf-samples.png, cnf-ledger.png, picture-smiley.png,
-                                        # picture-upload.png and the page at three sizes,
+                                        # picture-upload.png, hand-planar.png and the page at three sizes,
                                         # idle and training: assets/page-*.png
     python assets/make_screenshots.py continuous   # only the continuous flow's two
     python assets/make_screenshots.py picture      # only the picture target's two
+    python assets/make_screenshots.py hand         # only hand mode's
 
 Needs the test extras (Playwright) and Debian's chromium, like the browser tests.
 """
@@ -35,6 +36,8 @@ def main() -> None:
             continuous(page, url, sessions)
         if sys.argv[1:] in ([], ["picture"]):
             picture(page, url, sessions)
+        if sys.argv[1:] in ([], ["hand"]):
+            hand(page, url, sessions)
         if sys.argv[1:]:
             return
         overview(page, url, sessions)
@@ -156,7 +159,10 @@ def picture(page, url: str, sessions: list) -> None:
     page.get_by_role("button", name="❚❚ Pause").click()
     wait_until(lambda: explorer.state.frame.kind == "exact", 60, "the exact frame")
     time.sleep(2)
-    page.screenshot(path=OUT / "picture-smiley.png")
+    top = page.get_by_role("button", name="▶ Play").bounding_box()
+    bottom = page.get_by_text("Under each panel:").bounding_box()
+    page.screenshot(path=OUT / "picture-smiley.png", clip={"x": top["x"] - 12, "y": top["y"] - 10, "width": 1230,
+                                                           "height": bottom["y"] + 50 - top["y"]})
     page.get_by_label("Upload points or a picture").set_input_files(str(ROOT / "flowviz" / "core" / "targets" / "pictures" / "logo.png"))
     wait_until(lambda: explorer.state.spec.target.image is not None, 20, "the uploaded picture")
     time.sleep(2)
@@ -164,6 +170,36 @@ def picture(page, url: str, sessions: list) -> None:
     time.sleep(0.5)
     box = page.get_by_text("Training on your picture").bounding_box()
     page.screenshot(path=OUT / "picture-upload.png", clip={"x": 0, "y": box["y"] - 420, "width": 1600, "height": 520})
+
+def _drag(page, fig, start: tuple[float, float], end: tuple[float, float]) -> None:
+    """Drag on a figure from one point of the plane to another, in small steps, as a hand would."""
+    a, b = page.evaluate(TO_SCREEN, [fig.id, *start]), page.evaluate(TO_SCREEN, [fig.id, *end])
+    page.mouse.move(*a)
+    page.mouse.down()
+    for i in range(1, 21):
+        page.mouse.move(a[0] + (b[0] - a[0]) * i / 20, a[1] + (b[1] - a[1]) * i / 20)
+    page.mouse.up()
+    time.sleep(1)
+
+
+def hand(page, url: str, sessions: list) -> None:
+    """The planar lesson in hand mode: w turned to point along x, then u dragged out along it, so the
+    Gaussian splits into two lumps on the two arcs of U1."""
+    spec = ExperimentSpec.load(ROOT / "presets" / "hand-planar.json")
+    explorer = _open(page, url + "?spec=" + spec_to_link(spec), sessions)
+    wait_until(lambda: explorer.hand.panel.visible and explorer.state.frame.kind == "exact", 60, "hand mode")
+    fig, layer = explorer.hand.fig, explorer.state.hand_layer_id()
+    page.evaluate(TO_SCREEN, [fig.id, 0, 0])  # scrolls it into view
+    time.sleep(1)
+    values = explorer.state.live.handles(layer)
+    _drag(page, fig, tuple(a + b for a, b in zip(values["anchor"], values["w"])), (2.4, 0.0))
+    values = explorer.state.live.handles(layer)
+    _drag(page, fig, tuple(a + b for a, b in zip(values["anchor"], values["u"])), (1.8, 0.0))
+    wait_until(lambda: explorer.state.frame.kind == "exact", 30, "the exact frame")
+    time.sleep(2)
+    box = page.get_by_text("Layer 1 by hand: Planar flow").bounding_box()
+    page.screenshot(path=OUT / "hand-planar.png", clip={"x": box["x"] - 300, "y": box["y"] - 30, "width": 1240,
+                                                        "height": 700})
 
 def projector(page, url: str, sessions: list) -> None:
     spec = ExperimentSpec.load(ROOT / "presets" / "realnvp-moons.json").replace(

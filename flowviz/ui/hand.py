@@ -61,7 +61,10 @@ class HandView(StateView):
         self.fig.scatter("x", "y", source=self.points, size=15, fill_color=HANDLE_COLOR, line_color="#000000",
                          line_width=1.5)
         self.fig.text("x", "y", "label", source=self.points, text_font_size="13px", text_color="#ffffff",
-                      x_offset=10, y_offset=-8)
+                      text_align="center", y_offset=-10)  # (above its handle: arrow tips may lie side by side)
+        self.line_label = ColumnDataSource({"x": [], "y": [], "text": []})
+        self.fig.text("x", "y", "text", source=self.line_label, text_font_size="13px", text_color="#ffffff",
+                      x_offset=6)
         self.fig.on_event(PanStart, lambda event: self.grab(event.x, event.y))
         self.fig.on_event(Pan, lambda event: self.drag(event.x, event.y))
         self.fig.on_event(PanEnd, lambda _event: self.let_go())
@@ -151,7 +154,7 @@ class HandView(StateView):
             x, y = tip(values, handle)
             points["x"].append(x)
             points["y"].append(y)
-            points["label"].append(handle.mark or handle.name)
+            points["label"].append("" if handle.line_normal else handle.mark or handle.name)
             if handle.kind == "vector":
                 ox, oy = values[handle.origin]
                 arrows["x0"].append(ox)
@@ -167,6 +170,10 @@ class HandView(StateView):
                 lines["y0"].append(y - dy)
                 lines["x1"].append(x + dx)
                 lines["y1"].append(y + dy)
+                # its name on the line, a third of the view's height along it from the handle
+                along = 0.3 * view.height / reach
+                lines_label = (x + dx * along * (1 if dy >= 0 else -1), y + abs(dy) * along)
+                self.line_label.data = {"x": [lines_label[0]], "y": [lines_label[1]], "text": [handle.mark]}
         for source, data in ((self.lines, lines), (self.arrows, arrows), (self.points, points)):
             if source.data != data:
                 source.data = data

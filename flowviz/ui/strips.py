@@ -105,6 +105,10 @@ class Strip:
         self.marks = marks  # z_k of the followed point in panel k; every strip shares one source
         draw_ring(self.figure, self.marks, 13)
 
+    def fits(self, title: str) -> bool:
+        """Whether `title` fits the figure's width (Bokeh clips a title, it does not wrap it)."""
+        return 0.58 * self.sizes.title_font * len(title) <= self.figure.width
+
     def set_sizes(self, sizes: Sizes) -> None:
         self.sizes = sizes
         self.label_glyph.text_font_size = sizes.font_css

@@ -40,6 +40,14 @@ DENSITY_TITLES = {
             "pause for the exact chain)",
     "preview": "Density q_k after each layer (coarse preview; the exact view follows)",
 }
+# The short forms are for a strip of one or two panels, narrower than the long title (Bokeh clips it).
+SHORT_DENSITY_TITLES = {"exact": "Density q_k (exact)", "live": "Density q_k (live preview)",
+                        "preview": "Density q_k (coarse preview)"}
+LOG_DET_TITLES = ("ln|det J_k| of each layer, in nats: red expands area, blue contracts it", "ln|det J_k| (nats)")
+SAMPLE_TITLES = (("Samples z_k after each layer, coloured by where they start in the base; after a continuous flow, "
+                  "arrows show its velocity v(x, t) at the panel's time t"),
+                 "Samples z_k after each layer, coloured by where they start in the base; arrows: velocity v(x, t)",
+                 "Samples z_k")
 SPEEDS = {"as fast as it goes": 0, "1 step per frame": 1, "2 steps per frame": 2, "5 steps per frame": 5,
           "20 steps per frame": 20, "100 steps per frame": 100}
 LEDGER_HINT = ("<p><b>Follow a point.</b> Click any panel of the density, ln|det J| or sample strips, or the "
@@ -293,10 +301,12 @@ class Overview(StateView):
             return
         self.target_model.update(frame.model, quantised=frame.transient)
         self.player.end = max(len(frame.views.layers), 1) * ANIMATION_STEPS
-        # While training, the animation (a fourth view of the same frame) refreshes every few frames.
-        if not state.playing or state.frames_shown % ANIMATION_EVERY == 0:
+        # While training or a hand drags a layer, the animation (a fourth view of the same frame)
+        # refreshes every few frames; the exact frame that follows a drag redraws it.
+        if not frame.transient or state.frames_shown % ANIMATION_EVERY == 0:
             self._animate()
-        self.loss.update(state.live.losses, state.live.evaluations, state.kl_label())
+        if state.playing or not frame.transient:  # (a drag adds no loss)
+            self.loss.update(state.live.losses, state.live.evaluations, state.kl_label())
 
     @edits_bokeh
     def _animate(self) -> None:
@@ -343,10 +353,8 @@ class StripsView(StateView):
         super().__init__(state, **params)
         images, marks = image_source(), ColumnDataSource({"x": [], "y": []})
         self.density = ImageStrip("density", DENSITY_TITLES["exact"], images, marks)
-        self.log_det = ImageStrip("log_det", "ln|det J_k| of each layer, in nats: red expands area, blue contracts it",
-                                  images, marks)
-        self.samples = SampleStrip("Samples z_k after each layer, coloured by where they start in the base; "
-                                   "after a continuous flow, arrows show its velocity v(x, t) at the panel's time t", marks)
+        self.log_det = ImageStrip("log_det", LOG_DET_TITLES[0], images, marks)
+        self.samples = SampleStrip(SAMPLE_TITLES[0], marks)
         for strip in (self.density, self.log_det, self.samples):
             strip.figure.on_event(Tap, lambda event, strip=strip: self.tap(strip, event.x, event.y))
         self.cumulative = pn.widgets.RadioButtonGroup(options={"this layer": False, "cumulative Σ_j≤k": True},
@@ -358,7 +366,7 @@ class StripsView(StateView):
                                    lambda _name, value: state.set_presentation(time_slices=value), names=("time_slices",))
         self.slices.widgets["time_slices"].css_classes = ["fv-time-slices"]
         self.fit_note = pn.pane.HTML("", margin=(0, 5), styles={"font-size": "13px", "color": "#445"},
-                                     css_classes=["fv-fit-note"])
+                                     css_classes=["fv-fit-note"], sizing_mode="stretch_width")
         self.panels = {"density": pn.Column(pn.FlexBox(self.overlay, self.slices.panel, gap="16px"), self.density.figure,
                                             self.fit_note, sizing_mode="stretch_width"),
                        "log_det": pn.Column(self.cumulative, self.log_det.figure, sizing_mode="stretch_width"),
@@ -395,12 +403,10 @@ class StripsView(StateView):
             return
         views, titles = frame.views, frame.layer_titles
         self._drawn = views
-        title = DENSITY_TITLES[frame.kind]
+        title, short = DENSITY_TITLES[frame.kind], SHORT_DENSITY_TITLES[frame.kind]
         side = views.log_q.shape[-1]
-        if frame.kind == "live" and side < LIVE_STRIP_RESOLUTION:
-            title = title.replace("live preview", f"live preview at {side}×{side}")  # a costly flow, drawn coarser
-        if self.density.figure.title.text != title:
-            self.density.figure.title.text = title
+        if frame.kind == "live" and side < LIVE_STRIP_RESOLUTION:  # a costly flow, drawn coarser
+            title, short = (t.replace("live preview", f"live preview at {side}×{side}") for t in (title, short))
         quantised = frame.transient
         fit = frame.kl_by_depth
         send_images(self.density.images, [self.density.columns(views, spec.view, titles, quantised=quantised,
@@ -410,6 +416,11 @@ class StripsView(StateView):
         self.density.show_fit(fit, frame.kind == "exact")
         self._show_fit_note(fit is not None)
         self.samples.update(views, spec.view, titles)
+        for strip, choices in ((self.density, (title, short)), (self.log_det, LOG_DET_TITLES),
+                               (self.samples, SAMPLE_TITLES)):
+            wanted = next((choice for choice in choices if strip.fits(choice)), choices[-1])
+            if strip.figure.title.text != wanted:
+                strip.figure.title.text = wanted
         self._show_overlay()
         self._show_marks()
 
