@@ -188,7 +188,7 @@ def hand(page, url: str, sessions: list) -> None:
     spec = ExperimentSpec.load(ROOT / "presets" / "hand-planar.json")
     explorer = _open(page, url + "?spec=" + spec_to_link(spec), sessions)
     wait_until(lambda: explorer.hand.panel.visible and explorer.state.frame.kind == "exact", 60, "hand mode")
-    fig, layer = explorer.hand.fig, explorer.state.hand_layer_id()
+    fig, layer = explorer.hand.fig, explorer.state.held_part()
     page.evaluate(TO_SCREEN, [fig.id, 0, 0])  # scrolls it into view
     time.sleep(1)
     values = explorer.state.live.handles(layer)

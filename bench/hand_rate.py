@@ -44,7 +44,7 @@ def main() -> None:
         explorer = sessions[-1]
         wait_until(lambda: explorer.hand.panel.visible and explorer.state.frame.kind == "exact", 60, "hand mode")
         time.sleep(2)
-        layer = explorer.state.hand_layer_id()
+        layer = explorer.state.held_part()
         handle = next(h for h in explorer.hand.held()[1] if h.kind == "point")
         start = page.evaluate(TO_SCREEN, [explorer.hand.fig.id, *explorer.state.live.handles(layer)[handle.name]])
         time.sleep(1)  # (the figure scrolled into view)

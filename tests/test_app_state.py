@@ -505,7 +505,7 @@ def test_hand_mode_moves_a_layer_every_view_follows_and_undo_and_done_put_it_bac
     by_hand = [w for w in explorer.layer_editor.form_holder.objects if isinstance(w, pn.widgets.Button)]
     assert [b.label for b in by_hand] == ["Move it by hand"]
     by_hand[0].clicks += 1
-    assert state.spec.presentation.hand_layer == 1 and hand.panel.visible and not state.playing
+    assert state.spec.presentation.hand == 1 and hand.panel.visible and not state.playing
     trained = state.live.handles(radial)
     density = np.array(explorer.strips.density.images.data["density"][1])
     centre = trained["center"]
@@ -523,7 +523,7 @@ def test_hand_mode_moves_a_layer_every_view_follows_and_undo_and_done_put_it_bac
     for name, value in trained.items():
         assert state.live.handles(radial)[name] == pytest.approx(value, abs=1e-6)
     hand.done.clicks += 1
-    assert state.spec.presentation.hand_layer == 0 and not hand.panel.visible
+    assert state.spec.presentation.hand == -1 and not hand.panel.visible
 
 
 def test_hand_mode_follows_its_layer_through_stack_edits_and_ends_with_it(explorer):
@@ -532,9 +532,9 @@ def test_hand_mode_follows_its_layer_through_stack_edits_and_ends_with_it(explor
     planar = state.layer_ids[0]
     state.hold(planar)
     explorer.layer_editor.stack.act({"action": "add", "type": "affine_coupling", "index": 0})
-    assert state.hand_layer_id() == planar and state.spec.presentation.hand_layer == 2
+    assert state.held_part() == planar and state.spec.presentation.hand == 2
     explorer.layer_editor.stack.act({"action": "remove", "index": 1})
-    assert state.spec.presentation.hand_layer == 0 and not explorer.hand.panel.visible
+    assert state.spec.presentation.hand == -1 and not explorer.hand.panel.visible
 
 
 def test_a_move_the_layer_cannot_take_is_refused_and_the_layer_kept(explorer):
@@ -550,7 +550,29 @@ def test_a_hand_mode_preset_opens_paused_with_its_layer_in_hand():
     page = Explorer(ExperimentSpec.load(preset_path("hand-planar")))
     try:
         assert page.hand.panel.visible and page.layer_editor.stack.selected == page.state.layer_ids[0]
-        assert page.hand.points.data["label"] == ["w·z + b = 0", "w", "u"] and len(page.hand.lines.data["x0"]) == 1
+        assert page.hand.points.data["label"] == ["", "w", "u"] and len(page.hand.lines.data["x0"]) == 1
+        assert page.hand.line_label.data["text"] == ["w·z + b = 0"]  # (on the line, not on its handle)
         assert "KL(q_1‖p) after this layer" in page.hand.score.object
+    finally:
+        page.close()
+
+
+def test_a_learned_base_moves_by_hand_from_the_base_card():
+    page = Explorer(ExperimentSpec.from_dict({"base": {"name": "diagonal_normal", "learnable": True},
+                                              "layers": [{"type": "affine_coupling"}], "view": {"resolution": 24}}))
+    try:
+        state, hand = page.state, page.hand
+        assert page.base.by_hand.visible
+        page.base.by_hand.clicks += 1
+        assert state.held_part() == "base" and hand.panel.visible and "The base by hand" in hand.title.object
+        before = np.array(page.strips.density.images.data["density"][0])
+        assert hand.grab(0.02, 0.0).name == "loc"
+        hand.drag(1.02, 0.5)
+        hand.let_go()
+        assert state.live.handles("base")["loc"] == pytest.approx((1.0, 0.5), abs=1e-6)
+        assert np.abs(np.array(page.strips.density.images.data["density"][0]) - before).max() > 1e-3
+        assert "of the base" in hand.score.object
+        state.set_base(learnable=False)  # a fixed base is what its settings say: hand mode ends
+        assert state.held_part() is None and not hand.panel.visible and not page.base.by_hand.visible
     finally:
         page.close()

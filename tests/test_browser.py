@@ -590,7 +590,7 @@ def test_dragging_a_planar_line_by_hand_moves_the_density_strip_and_the_ledger(p
     wait_until(lambda: explorer.state.ledger is not None, 10, "the ledger")
     ledger_before = explorer.state.ledger.rows[-1].log_det
     density_before = np.array(strip.images.data["density"][1], np.float64)
-    layer_id = explorer.state.hand_layer_id()
+    layer_id = explorer.state.held_part()
     anchor = explorer.state.live.handles(layer_id)["anchor"]
     _settled(page, explorer, hand.fig)
     start = _screen(page, hand.fig, *anchor)
@@ -608,7 +608,7 @@ def test_dragging_a_planar_line_by_hand_moves_the_density_strip_and_the_ledger(p
     page.get_by_role("button", name="↶ Undo my moves").click()
     wait_until(lambda: explorer.state.live.handles(layer_id)["anchor"] == pytest.approx(anchor, abs=1e-6), 10, "undo")
     page.get_by_role("button", name="Done").click()
-    wait_until(lambda: not hand.panel.visible and explorer.state.spec.presentation.hand_layer == 0, 10, "done")
+    wait_until(lambda: not hand.panel.visible and explorer.state.spec.presentation.hand == -1, 10, "done")
     assert page.errors == [] and page.external == []
 
 

@@ -9,6 +9,7 @@ import random
 import pytest
 import torch
 
+from flowviz.core.bases import BASES, make_base
 from flowviz.core.layers import LAYERS, make_layer
 from flowviz.core.layers.base import HandleError
 from tests.helpers import jacobians, plane_points
@@ -74,7 +75,7 @@ def test_whatever_a_hand_sets_the_layer_stays_invertible_with_the_exact_log_det(
 def test_a_planar_line_goes_through_its_anchor_and_u_is_what_was_set():
     layer = make_layer("planar").double()
     values = layer.move({"anchor": (1.0, 0.5), "w": (2.0, 0.0), "u": (0.3, 1.0)})
-    w, b = layer.w.detach(), float(layer.b)
+    w, b = layer.w.detach(), float(layer.b.detach())
     assert float(w @ torch.tensor([1.0, 0.5], dtype=torch.float64)) + b == pytest.approx(0, abs=1e-9)
     assert values["anchor"] == pytest.approx((1.0, 0.0))  # the line x = 1: its point nearest the origin
     assert layer.u_hat().detach().tolist() == pytest.approx([0.3, 1.0], abs=1e-9)
@@ -117,3 +118,21 @@ def test_actnorm_set_by_hand_is_not_overwritten_by_the_first_training_batch():
     layer.train()
     layer(torch.randn(64, 2) * 5 + 3)
     assert layer.handles()["scale_x"] == pytest.approx(2.0) and layer.handles()["shift"] == pytest.approx((1.0, 0.0))
+
+
+BASES_WITH_HANDLES = sorted(name for name, entry in BASES.items() if entry.info.handles)
+
+
+@pytest.mark.parametrize("name", BASES_WITH_HANDLES)
+def test_a_base_moved_by_hand_is_where_the_hand_put_it_and_still_a_density(name):
+    base = make_base(name, {}, learnable=True).double()
+    values = base.move({"loc": (1.5, -0.5), "scale_x": 2.0, "scale_y": 0.5})
+    assert values["loc"] == pytest.approx((1.5, -0.5)) and values["scale_x"] == pytest.approx(2.0)
+    z = base.sample(20_000, torch.Generator().manual_seed(0))
+    assert z.median(0).values.tolist() == pytest.approx([1.5, -0.5], abs=0.06)  # every family is centred on loc
+    # Still normalised: the density integrates to one over a box that holds it.
+    n, lo_x, hi_x, lo_y, hi_y = 600, 1.5 - 30, 1.5 + 30, -0.5 - 8, -0.5 + 8
+    xs, ys = torch.linspace(lo_x, hi_x, n, dtype=torch.float64), torch.linspace(lo_y, hi_y, n, dtype=torch.float64)
+    gx, gy = torch.meshgrid(xs, ys, indexing="xy")
+    mass = base.log_prob(torch.stack([gx.flatten(), gy.flatten()], -1)).exp().sum() * (xs[1] - xs[0]) * (ys[1] - ys[0])
+    assert float(mass) == pytest.approx(1.0, abs=0.03)

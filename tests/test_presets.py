@@ -101,7 +101,7 @@ def test_presets_are_self_contained_and_carry_no_presentation_but_the_lesson():
     continuous flow into time slices, or a layer in hand mode, which is what the lesson is about."""
     for path in PRESETS:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        assert set(raw.get("presentation", {})) <= {"time_slices", "hand_layer"}, path.name
+        assert set(raw.get("presentation", {})) <= {"time_slices", "hand"}, path.name
         assert "seed" in raw and "steps" in raw.get("training", {}), f"{path.name}: state the seed and the steps"
 
 

@@ -22,6 +22,7 @@ import torch
 import torch.distributions as D
 from torch import Tensor, nn
 
+from flowviz.core.handles import Handle, HandleValue, as_pair, checked_move
 from flowviz.core.limits import LIMITS
 from flowviz.core.registry import Registry
 from flowviz.core.settings import Setting
@@ -34,7 +35,16 @@ class BaseInfo:
     description: str
     settings: tuple[Setting, ...] = ()
     reparameterized: bool = True  # False: samples carry no gradient to the base parameters
+    handles: tuple[Handle, ...] = ()  # what hand mode lets a person move (`Base.handles`, `Base.move`)
 
+
+LOCATION_SCALE_HANDLES = (
+    Handle("loc", "point", "the location μ", mark="μ", doc="drag it: the whole base moves with it"),
+    Handle("scale_x", "number", "scale along x", low=0.05, high=20.0, log_scale=True,
+           doc="widens (> 1) or narrows (< 1) the base along x"),
+    Handle("scale_y", "number", "scale along y", low=0.05, high=20.0, log_scale=True,
+           doc="widens (> 1) or narrows (< 1) the base along y"),
+)
 
 class Base(nn.Module):
     info: BaseInfo
@@ -59,6 +69,19 @@ class Base(nn.Module):
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         raise NotImplementedError
 
+    def handles(self) -> dict[str, HandleValue]:
+        """The current value of each handle the registry declares (none for most bases)."""
+        return {}
+
+    @torch.no_grad()
+    def move(self, values: dict[str, HandleValue]) -> dict[str, HandleValue]:
+        """Set some handles by hand, as `Layer.move` does; a fixed base moves too (its buffers)."""
+        self._set_handles(checked_move(self.info.title, self.info.handles, self.handles(), values))
+        return self.handles()
+
+    def _set_handles(self, values: dict[str, HandleValue]) -> None:
+        raise NotImplementedError(f"{self.info.title} has no handles")
+
 
 class LocationScale(Base):
     """A product of one-dimensional location-scale families: z = loc + scale * standard noise."""
@@ -81,6 +104,15 @@ class LocationScale(Base):
         noise = self.standard_noise(n, generator).to(self.loc.device)
         return self.loc + self.log_scale.exp() * noise
 
+    @torch.no_grad()
+    def handles(self) -> dict[str, HandleValue]:
+        scale = self.log_scale.exp()
+        return {"loc": as_pair(self.loc), "scale_x": float(scale[0]), "scale_y": float(scale[1])}
+
+    def _set_handles(self, values: dict[str, HandleValue]) -> None:
+        self.loc.copy_(torch.tensor(values["loc"]))
+        self.log_scale.copy_(torch.tensor([values["scale_x"], values["scale_y"]]).log())
+
 
 def _uniform(n: int, generator: torch.Generator, tiny: float = 1e-7) -> Tensor:
     return torch.rand(n, 2, generator=generator).clamp(tiny, 1 - tiny)
@@ -90,7 +122,8 @@ BASES: Registry[type[Base]] = Registry("base")
 register = BASES.register
 
 
-@register(BaseInfo("standard_normal", "Standard normal", "N(0, I): the usual base; learnable turns it into a diagonal Gaussian."))
+@register(BaseInfo("standard_normal", "Standard normal", "N(0, I): the usual base; learnable turns it into a diagonal Gaussian.",
+                   handles=LOCATION_SCALE_HANDLES))
 class StandardNormal(LocationScale):
     def family(self, loc: Tensor, scale: Tensor) -> D.Distribution:
         return D.Normal(loc, scale, validate_args=False)
@@ -109,6 +142,7 @@ class StandardNormal(LocationScale):
             Setting("mean_y", "float", 0.0, low=-10, high=10, doc="initial mean of z2"),
             Setting("scale", "float", 1.0, low=0.01, high=10, log_scale=True, doc="initial standard deviation"),
         ),
+        handles=LOCATION_SCALE_HANDLES,
     )
 )
 class DiagonalNormal(StandardNormal):
@@ -125,6 +159,7 @@ class DiagonalNormal(StandardNormal):
             Setting("df", "float", 3.0, low=0.5, high=100.0, log_scale=True, doc="degrees of freedom (smaller: heavier tails)"),
             Setting("scale", "float", 1.0, low=0.01, high=10, log_scale=True, doc="initial scale"),
         ),
+        handles=LOCATION_SCALE_HANDLES,
     )
 )
 class StudentT(LocationScale):
@@ -164,7 +199,8 @@ def _gamma(shape: Tensor, generator: torch.Generator) -> Tensor:
 
 
 @register(BaseInfo("laplace", "Laplace", "Independent Laplace coordinates: a sharp peak and exponential tails.",
-                   settings=(Setting("scale", "float", 1.0, low=0.01, high=10, log_scale=True, doc="initial scale"),)))
+                   settings=(Setting("scale", "float", 1.0, low=0.01, high=10, log_scale=True, doc="initial scale"),),
+                   handles=LOCATION_SCALE_HANDLES))
 class Laplace(LocationScale):
     def __init__(self, learnable: bool, scale: float = 1.0):
         super().__init__(learnable, scale=scale)
@@ -178,7 +214,8 @@ class Laplace(LocationScale):
 
 
 @register(BaseInfo("logistic", "Logistic", "Independent logistic coordinates: like a Gaussian with heavier, exponential tails.",
-                   settings=(Setting("scale", "float", 1.0, low=0.01, high=10, log_scale=True, doc="initial scale"),)))
+                   settings=(Setting("scale", "float", 1.0, low=0.01, high=10, log_scale=True, doc="initial scale"),),
+                   handles=LOCATION_SCALE_HANDLES))
 class Logistic(LocationScale):
     def __init__(self, learnable: bool, scale: float = 1.0):
         super().__init__(learnable, scale=scale)
@@ -194,7 +231,8 @@ class Logistic(LocationScale):
 
 
 @register(BaseInfo("uniform", "Uniform box", "Uniform on a square: zero density outside, so the flow must map the data inside it.",
-                   settings=(Setting("half_width", "float", 3.0, low=0.1, high=20.0, doc="the box is [-w, w]² (before learning)"),)))
+                   settings=(Setting("half_width", "float", 3.0, low=0.1, high=20.0, doc="the box is [-w, w]² (before learning)"),),
+                   handles=LOCATION_SCALE_HANDLES))
 class Uniform(LocationScale):
     """Uniform on loc ± scale per coordinate."""
 

@@ -93,8 +93,8 @@ PRESENTATION_SETTINGS = (
     Setting("projector", "bool", False, label="Projector: large type and plots", doc="large type and plots for a projector"),
     Setting("time_slices", "bool", False, label="Open continuous flows into time slices (t = 0, ¼, ½, ¾, 1)",
             doc="the strips and the ledger show a continuous flow at quarter times, not only at its end"),
-    Setting("hand_layer", "int", 0, low=0, high=LIMITS.max_layers, label="Layer in hand mode (0: none)",
-            doc="the page opens paused with layer k (counting from 1) in hand mode: its handles on the plane"),
+    Setting("hand", "int", -1, low=-1, high=LIMITS.max_layers, label="In hand mode (-1: nothing, 0: the base, k: layer k)",
+            doc="the page opens paused with the base (0) or layer k (counting from 1) in hand mode: its handles on the plane"),
 )
 TIME_SLICES = 4  # the parts a continuous flow opens into
 MAX_HIDDEN = 32
@@ -134,7 +134,7 @@ class PresentationSpec:
     projector: bool = False
     hidden: tuple[str, ...] = ()
     time_slices: bool = False
-    hand_layer: int = 0  # 1-based position of the layer in hand mode; 0: none
+    hand: int = -1  # what is in hand mode: -1 nothing, 0 the base, k layer k (counting from 1), as the views number depths
 
 
 @dataclass(frozen=True)
@@ -324,7 +324,7 @@ def _points(points: Any) -> tuple[tuple[float, float], ...]:
 
 def _presentation(data: Any) -> PresentationSpec:
     _expect_object(data, "presentation")
-    _reject_unknown(data, {"projector", "hidden", "time_slices", "hand_layer"}, "presentation")
+    _reject_unknown(data, {"projector", "hidden", "time_slices", "hand"}, "presentation")
     switches = validate_settings(PRESENTATION_SETTINGS, {k: v for k, v in data.items() if k != "hidden"}, "presentation")
     hidden = data.get("hidden", [])
     if not isinstance(hidden, list):
@@ -335,7 +335,7 @@ def _presentation(data: Any) -> PresentationSpec:
         if not isinstance(name, str) or not PANEL_NAME.match(name):
             raise SpecError(f"presentation.hidden[{i}]", f"{name!r} is not a panel name (lower-case letters, digits, _)")
     return PresentationSpec(switches["projector"], tuple(dict.fromkeys(hidden)), switches["time_slices"],
-                            switches["hand_layer"])
+                            switches["hand"])
 
 
 def _view(data: Any) -> ViewSpec:
@@ -348,8 +348,8 @@ def _view(data: Any) -> ViewSpec:
 
 def _check_combination(spec: ExperimentSpec) -> None:
     target = TARGETS[spec.target.name].info
-    if spec.presentation.hand_layer:
-        _check_hand_layer(spec)
+    if spec.presentation.hand >= 0:
+        _check_hand(spec)
     if spec.training.objective == "flow_matching":
         _check_flow_matching(spec)
     if spec.training.objective == "reverse_kl":
@@ -368,9 +368,18 @@ def _check_combination(spec: ExperimentSpec) -> None:
             )
 
 
-def _check_hand_layer(spec: ExperimentSpec) -> None:
-    position = spec.presentation.hand_layer
-    field_name = "presentation.hand_layer"
+def _check_hand(spec: ExperimentSpec) -> None:
+    position = spec.presentation.hand
+    field_name = "presentation.hand"
+    if position == 0:
+        base = BASES[spec.base.name].info
+        if not base.handles:
+            raise SpecError(field_name, f"the {base.title} base has no handles to move by hand; a location-scale "
+                                        "base (Gaussian, Student-t, Laplace, logistic, uniform) has")
+        if not spec.base.learnable:
+            raise SpecError(field_name, "a fixed base is the one its settings describe: make it learnable "
+                                        "(base.learnable) to move it by hand")
+        return
     if position > len(spec.layers):
         raise SpecError(field_name, f"{position} names no layer: the stack has {len(spec.layers)}")
     layer = spec.layers[position - 1]

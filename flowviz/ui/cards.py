@@ -148,6 +148,9 @@ class BaseCard(StateView):
         self.learnable = pn.widgets.Checkbox(label="learn the base's parameters too", value=state.spec.base.learnable)
         self.learnable.param.watch(lambda event: state.set_base(learnable=event.new), "value")
         self.form_holder = pn.Column(margin=0, sizing_mode="stretch_width")
+        self.by_hand = pn.widgets.Button(label="Move it by hand", color="primary", variant="outline",
+                                         css_classes=["fv-base-by-hand"])
+        self.by_hand.on_click(lambda _event: state.hold("base"))
         self._form_for: str | None = None
         self._show()
 
@@ -160,9 +163,11 @@ class BaseCard(StateView):
             self.form = SettingsForm(BASES[base.name].info.settings, base.settings, self.state.set_base_setting)
             self.form_holder.objects = [self.form.panel]
         self.form.show(base.settings)
+        # Hand mode moves a learned base (a fixed one is what its settings say)
+        self.by_hand.visible = bool(BASES[base.name].info.handles) and base.learnable
 
     def __panel__(self):
-        return pn.Card(self.select, self.learnable, self.form_holder, title="Base distribution", **CARD)
+        return pn.Card(self.select, self.learnable, self.form_holder, self.by_hand, title="Base distribution", **CARD)
 
 
 class TrainingCard(StateView):

@@ -14,8 +14,9 @@ import param
 from bokeh.events import Pan, PanEnd, PanStart
 from bokeh.models import ColumnDataSource, CustomJSTickFormatter
 
+from flowviz.core.bases import BASES
+from flowviz.core.handles import Handle
 from flowviz.core.layers import LAYERS
-from flowviz.core.layers.base import Handle
 from flowviz.ui.layout import Sizes
 from flowviz.ui.plots import DENSITY_PALETTE, ColorScale, SquarePlot, nice_ceiling
 from flowviz.ui.state import ExperimentState
@@ -88,17 +89,27 @@ class HandView(StateView):
 
     # -- what is held --------------------------------------------------------------------------------
     def held(self) -> tuple[int, list[Handle]] | None:
-        """(depth after the held layer in the views, its handles), or None outside hand mode."""
+        """(the depth after the held part in the views: 0 for the base; its handles), or None
+        outside hand mode."""
         state = self.state
-        layer_id = state.hand_layer_id()
-        frame = state.frame
-        if layer_id is None or frame is None:
+        part, frame = state.held_part(), state.frame
+        if part is None or frame is None:
             return None
-        position = state.layer_ids.index(layer_id)
+        if part == "base":
+            return 0, list(BASES[state.spec.base.name].info.handles)
+        position = state.layer_ids.index(part)
         depths = [k for k, at in enumerate(frame.views.layers, start=1) if at == position]
         if not depths:
             return None
         return depths[-1], list(LAYERS[state.spec.layers[position].type].info.handles)
+
+    def _title(self) -> str:
+        state = self.state
+        part = state.held_part()
+        if part == "base":
+            return f"The base by hand: {BASES[state.spec.base.name].info.title}"
+        position = state.layer_ids.index(part)
+        return f"Layer {position + 1} by hand: {LAYERS[state.spec.layers[position].type].info.title}"
 
     @param.depends("state.spec", "state.frame", watch=True)
     @edits_bokeh
@@ -113,26 +124,28 @@ class HandView(StateView):
             self.target.data = {"x": points[:, 0], "y": points[:, 1]}
         depth, handles = held
         state = self.state
-        layer_id = state.hand_layer_id()
-        values = state.live.handles(layer_id)
-        info = LAYERS[state.spec.layers[state.layer_ids.index(layer_id)].type].info
-        self.title.object = f"**Layer {state.layer_ids.index(layer_id) + 1} by hand: {info.title}**"
-        self.fig.title.text = f"q_{depth} after it, with its handles"
+        part = state.held_part()
+        values = state.live.handles(part)
+        self.title.object = f"**{self._title()}**"
+        self.fig.title.text = f"q_{depth} after it, with its handles" if depth else "q_0, the base, with its handles"
         self._draw_density(state.frame.views.log_q[depth])
         self._draw_handles(values, handles)
         self._show_score(depth)
-        self._show_sliders(layer_id, values, [h for h in handles if h.kind == "number"])
+        self._show_sliders(part, values, [h for h in handles if h.kind == "number"])
 
     def _show_score(self, depth: int) -> None:
-        """The KL after the held layer (what the hand is trying to lower) and before it."""
+        """The KL after the held layer (what the hand is trying to lower) and before it; for the base,
+        its own KL and the whole flow's."""
         kl, label = self.state.frame.kl_by_depth, self.state.kl_label()
         if kl is None:
             text = "The target has no known density here, so no KL to aim at: compare with the target's dots."
         else:
             name = label.replace("true ", "").replace("q)", f"q_{depth})").replace("(q‖", f"(q_{depth}‖")
             sign = "≈ " if self.state.frame.kind != "exact" else ""
-            text = (f"{name} after this layer: <b>{sign}{kl[depth]:.3f} nats</b> "
-                    f"<span style='color:#556'>(before it: {kl[depth - 1]:.3f})</span>")
+            where, other = ("after this layer", f"before it: {kl[depth - 1]:.3f}") if depth else \
+                ("of the base", f"after the whole flow: {kl[-1]:.3f}")
+            text = (f"{name} {where}: <b>{sign}{kl[depth]:.3f} nats</b> "
+                    f"<span style='color:#556'>({other})</span>")
         if text != self.score.object:
             self.score.object = text
 
@@ -178,8 +191,8 @@ class HandView(StateView):
             if source.data != data:
                 source.data = data
 
-    def _show_sliders(self, layer_id: int, values: dict, numbers: list[Handle]) -> None:
-        key = (layer_id, tuple(h.name for h in numbers))
+    def _show_sliders(self, part: int | str, values: dict, numbers: list[Handle]) -> None:
+        key = (part, tuple(h.name for h in numbers))
         if key != self._sliders_for:
             self._sliders_for = key
             self._widgets = {handle.name: self._slider(handle) for handle in numbers}
@@ -217,7 +230,7 @@ class HandView(StateView):
         self._grabbed = None
         if held is None:
             return None
-        values = self.state.live.handles(self.state.hand_layer_id())
+        values = self.state.live.handles(self.state.held_part())
         best = GRAB_RADIUS * self.state.spec.view.width
         for handle in held[1]:
             if handle.kind == "number":
@@ -241,7 +254,7 @@ class HandView(StateView):
         (px, py), (hx, hy) = self._grab
         to = (hx + x - px, hy + y - py)
         if handle.kind == "vector":
-            ox, oy = self.state.live.handles(self.state.hand_layer_id())[handle.origin]
+            ox, oy = self.state.live.handles(self.state.held_part())[handle.origin]
             to = (to[0] - ox, to[1] - oy)
         self.state.move_hand({handle.name: to})
 

@@ -575,26 +575,30 @@ class LiveSession:
         return rate_per_second(self._frame_times)
 
     # -- by hand ------------------------------------------------------------------------------------
-    def handles(self, layer_id: int) -> dict[str, HandleValue]:
-        """The hand-mode handles of the layer with this id, as it has them now."""
-        with self._lock:
-            return self._modules[layer_id][1].handles()
+    def _part(self, part: int | str):
+        """The module hand mode names: "base", or a layer by its id."""
+        return self.flow.base if part == "base" else self._modules[part][1]
 
-    def move(self, layer_id: int, values: dict[str, HandleValue]) -> dict[str, HandleValue]:
-        """Set handles of a layer by hand (Layer.move; HandleError if it cannot take them): the
+    def handles(self, part: int | str) -> dict[str, HandleValue]:
+        """The hand-mode handles of a layer (by id) or of "base", as it has them now."""
+        with self._lock:
+            return self._part(part).handles()
+
+    def move(self, part: int | str, values: dict[str, HandleValue]) -> dict[str, HandleValue]:
+        """Set handles by hand (`Layer.move`, `Base.move`; HandleError if it cannot take them): the
         next frame and the next training step start from there."""
         with self._lock:
-            moved = self._modules[layer_id][1].move(values)
+            moved = self._part(part).move(values)
             self._version += 1
             return moved
 
-    def layer_state(self, layer_id: int) -> dict[str, torch.Tensor]:
+    def part_state(self, part: int | str) -> dict[str, torch.Tensor]:
         with self._lock:
-            return {key: value.clone() for key, value in self._modules[layer_id][1].state_dict().items()}
+            return {key: value.clone() for key, value in self._part(part).state_dict().items()}
 
-    def restore_layer(self, layer_id: int, state: dict[str, torch.Tensor]) -> None:
+    def restore_part(self, part: int | str, state: dict[str, torch.Tensor]) -> None:
         with self._lock, torch.no_grad():
-            self._modules[layer_id][1].load_state_dict(state)
+            self._part(part).load_state_dict(state)
             self._version += 1
 
     def copy_flow(self) -> Flow:

@@ -93,7 +93,7 @@ class ExperimentState(param.Parameterized):
         self.exact_in_background = exact_in_background  # a server session: frames come from the rendering thread
         self._push_times: deque[float] = deque(maxlen=60)
         self._brush = np.random.default_rng(spec.seed)
-        self._hand_undo: dict[int, dict] = {}  # layer id -> its weights before the hand first moved it
+        self._hand_undo: dict[int | str, dict] = {}  # layer id or "base" -> its weights before the hand first moved it
         if exact_in_background:  # a new page: coarse views at once, never blank; the exact ones follow
             self.show(self.live.preview())
             self.live.request_exact()
@@ -164,6 +164,11 @@ class ExperimentState(param.Parameterized):
             data["base"] = {"name": name, "learnable": self.spec.base.learnable, "settings": {}}
         if learnable is not None:
             data["base"]["learnable"] = learnable
+        if self.held_part() == "base":  # a new or fixed base ends hand mode on the old one
+            base = data["base"]
+            if base["name"] != self.spec.base.name or not base["learnable"]:
+                data["presentation"]["hand"] = -1
+                self._hand_undo.pop("base", None)
         return self.propose(data)
 
     def set_base_setting(self, name: str, value: Any) -> bool:
@@ -174,10 +179,10 @@ class ExperimentState(param.Parameterized):
     def set_layers(self, layers: tuple[LayerSpec, ...], ids: list[int]) -> bool:
         data = self._candidate()
         data["layers"] = [{"type": layer.type, "settings": layer.settings, "enabled": layer.enabled} for layer in layers]
-        held = self.hand_layer_id()
-        if held is not None:  # hand mode follows its layer through the edit, or ends with it
+        held = self.held_part()
+        if isinstance(held, int):  # hand mode follows its layer through the edit, or ends with it
             keep = held in ids and LAYERS[layers[ids.index(held)].type].info.handles and layers[ids.index(held)].enabled
-            data["presentation"]["hand_layer"] = ids.index(held) + 1 if keep else 0
+            data["presentation"]["hand"] = ids.index(held) + 1 if keep else -1
         return self.propose(data, layer_ids=ids)
 
     def set_presentation(self, projector: bool | None = None, hidden: list[str] | None = None,
@@ -195,32 +200,32 @@ class ExperimentState(param.Parameterized):
         self.message = text
 
     # -- by hand -----------------------------------------------------------------------------------
-    def hand_layer_id(self) -> int | None:
-        """The id of the layer in hand mode, or None."""
-        position = self.spec.presentation.hand_layer
-        return self.layer_ids[position - 1] if position else None
+    def held_part(self) -> int | str | None:
+        """What is in hand mode: a layer's id, "base", or None."""
+        position = self.spec.presentation.hand
+        return None if position < 0 else "base" if position == 0 else self.layer_ids[position - 1]
 
-    def hold(self, layer_id: int | None) -> bool:
-        """Hand mode for the layer with this id (None: leave it): training pauses, and the layer's
-        handles can be moved (`move_hand`) until another layer is taken or Done."""
+    def hold(self, part: int | str | None) -> bool:
+        """Hand mode for the layer with this id, or "base" (None: leave it): training pauses, and its
+        handles can be moved (`move_hand`) until another part is taken or Done."""
         self.playing = False
-        if layer_id is not None and layer_id not in self.layer_ids:
+        if part is not None and part != "base" and part not in self.layer_ids:
             return False
-        if layer_id is None:
+        if part is None:
             self._hand_undo = {}
         data = self._candidate()
-        data["presentation"]["hand_layer"] = 0 if layer_id is None else self.layer_ids.index(layer_id) + 1
+        data["presentation"]["hand"] = -1 if part is None else 0 if part == "base" else self.layer_ids.index(part) + 1
         return self.propose(data)
 
     def move_hand(self, values: dict[str, Any], final: bool = False) -> bool:
-        """Move handles of the layer in hand mode; every view follows, coarse while a hand drags and
+        """Move handles of the part in hand mode; every view follows, coarse while a hand drags and
         exact once it lets go (`final`). Training, when played again, starts from here."""
-        held = self.hand_layer_id()
+        held = self.held_part()
         if held is None:
             return False
         self.playing = False
         if values:
-            self._hand_undo.setdefault(held, self.live.layer_state(held))
+            self._hand_undo.setdefault(held, self.live.part_state(held))
             try:
                 self.live.move(held, values)
             except HandleError as error:
@@ -237,12 +242,12 @@ class ExperimentState(param.Parameterized):
         return True
 
     def undo_hand(self) -> bool:
-        """Put back the values the layer in hand mode had before the hand first moved it."""
-        held = self.hand_layer_id()
+        """Put back the values the part in hand mode had before the hand first moved it."""
+        held = self.held_part()
         saved = self._hand_undo.pop(held, None) if held is not None else None
         if saved is None:
             return False
-        self.live.restore_layer(held, saved)
+        self.live.restore_part(held, saved)
         self._refresh_ledger()
         self.render_now()
         return True

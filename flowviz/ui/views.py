@@ -191,8 +191,8 @@ class LayerEditor(StateView):
         state = self.state
         if self.stack.layer_specs() != state.spec.layers or self.stack.ids() != state.layer_ids:
             self.stack.set_layers(state.spec.layers, state.layer_ids)  # the ids that name the trained weights
-        held = state.hand_layer_id()
-        if held is not None and self.stack.selected != held:
+        held = state.held_part()
+        if isinstance(held, int) and self.stack.selected != held:
             self.stack.selected = held  # (its watcher shows the form)
         self._show_form()
 

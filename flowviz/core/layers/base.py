@@ -12,52 +12,24 @@ differentiable with the exact implicit gradient.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
+from flowviz.core.handles import (  # noqa: F401  (the layers import them from here)
+    Handle,
+    HandleError,
+    HandleValue,
+    as_pair,
+    checked_move,
+    softplus_inverse,
+)
 from flowviz.core.registry import Registry
 from flowviz.core.settings import Setting
 
 Direction = Literal["both", "forward", "inverse"]
-HandleValue = float | tuple[float, float]
-
-
-@dataclass(frozen=True)
-class Handle:
-    """A parameter a person can move by hand while training is paused, declared in the layer's
-    registry entry like its settings: a `point` of the plane, a `vector` drawn from the point named
-    `origin`, or a `number` on a slider from `low` to `high`."""
-
-    name: str
-    kind: Literal["point", "vector", "number"]
-    label: str
-    low: float = -math.inf
-    high: float = math.inf
-    origin: str = ""  # a vector's tail: the point handle it is drawn from
-    line_normal: str = ""  # a point drawn as the line through it normal to this vector handle (planar's line)
-    mark: str = ""  # its short name on the plane (default: `name`)
-    log_scale: bool = False  # a number that spans decades (a slope, a scale)
-    doc: str = ""
-
-
-def as_pair(t: Tensor) -> tuple[float, float]:
-    """A 2-vector parameter as a handle's (x, y)."""
-    return float(t[0]), float(t[1])
-
-
-def softplus_inverse(y: float) -> float:
-    """x with softplus(x) = y > 0 (a hand-set value for a parameter stored before a softplus)."""
-    return y + math.log(-math.expm1(-y))
-
-
-class HandleError(ValueError):
-    """A hand-set value the layer cannot take (it would not be invertible); the message says why."""
-
-
 @dataclass(frozen=True)
 class LayerInfo:
     """What the palette, the forms and the docs show about a layer type."""
@@ -100,23 +72,7 @@ class Layer(nn.Module):
         """Set some handles by hand (the others keep their values) and return them all as the layer
         now has them: a number is clipped to its range, and a layer may keep a value where it stays
         invertible (a planar layer's u). Raises HandleError for a value it cannot take at all."""
-        declared = {handle.name: handle for handle in self.info.handles}
-        current = self.handles()
-        for name, value in values.items():
-            handle = declared.get(name)
-            if handle is None:
-                raise HandleError(f"{self.info.title} has no handle {name!r}; it has {', '.join(declared) or 'none'}")
-            if handle.kind == "number":
-                value = float(value)
-                if not math.isfinite(value):
-                    raise HandleError(f"{handle.label} must be a finite number, not {value!r}")
-                current[name] = min(max(value, handle.low), handle.high)
-            else:
-                x, y = (float(v) for v in value)
-                if not (math.isfinite(x) and math.isfinite(y)):
-                    raise HandleError(f"{handle.label} must be a finite point, not {value!r}")
-                current[name] = (x, y)
-        self._set_handles(current)
+        self._set_handles(checked_move(self.info.title, self.info.handles, self.handles(), values))
         return self.handles()
 
     def _set_handles(self, values: dict[str, HandleValue]) -> None:
