@@ -180,12 +180,15 @@ class ImageStrip(Strip):
         self.overlay_renderer = self.figure.scatter("x", "y", source=self.overlay, size=2, color="#ffffff",
                                                     alpha=0.55, visible=False)
         # Under each panel: the KL after k layers, and below it what layer k changed it by, green where
-        # it fell and red where it rose
-        self.fit = ColumnDataSource({"x": [], "y": [], "text": [], "change_y": [], "change": [], "color": []})
+        # it fell and red where it rose. Two glyphs of fixed colour, not one with a colour column: a
+        # colour column that went from strings to empty made the page throw (Bokeh 3.9, "Offset is
+        # outside the bounds of the DataView") once a target without a density was chosen.
+        self.fit = ColumnDataSource({name: [] for name in FIT_COLUMNS})
         self.fit_glyphs = [self.figure.text("x", "y", "text", source=self.fit, text_font_size="13px",
-                                            text_color="#1d2a44", text_baseline="top").glyph,
-                           self.figure.text("x", "change_y", "change", source=self.fit, text_font_size="13px",
-                                            text_color="color", text_baseline="top").glyph]
+                                            text_color="#1d2a44", text_baseline="top").glyph]
+        self.fit_glyphs += [self.figure.text("x", "change_y", column, source=self.fit, text_font_size="13px",
+                                             text_color=color, text_baseline="top").glyph
+                            for column, color in (("fell", FELL), ("rose", ROSE))]
 
     def set_sizes(self, sizes: Sizes) -> None:
         super().set_sizes(sizes)
@@ -197,15 +200,15 @@ class ImageStrip(Strip):
         `columns`, which lays the room out): which layers earn their keep."""
         layout = self.layout
         if kl is None or layout is None or len(kl) != layout.depths:
-            data = {"x": [], "y": [], "text": [], "change_y": [], "change": [], "color": []}
+            data = {name: [] for name in FIT_COLUMNS}
         else:
             offsets = layout.offsets()
             top = layout.y0 - 0.03 * layout.h + offsets[:, 1]
             line = 1.25 * self.sizes.font / max(layout.cell_px(self.sizes.colorbar_px, self.sizes), 1) * layout.h
             labels = [fit_label(kl, k, exact) for k in range(len(kl))]
             data = {"x": (layout.x0 + offsets[:, 0]).tolist(), "y": top.tolist(), "text": [t for t, _, _ in labels],
-                    "change_y": (top - line).tolist(), "change": [c for _, c, _ in labels],
-                    "color": [color for _, _, color in labels]}
+                    "change_y": (top - line).tolist(), "fell": [c if color == FELL else "" for _, c, color in labels],
+                    "rose": [c if color == ROSE else "" for _, c, color in labels]}
         if data != self.fit.data:
             self.fit.data = data
 
@@ -243,6 +246,7 @@ class ImageStrip(Strip):
 
 
 FELL, ROSE = "#1a7f37", "#b42318"  # what a layer did to the KL: lowered it, raised it
+FIT_COLUMNS = ("x", "y", "text", "change_y", "fell", "rose")
 
 
 def fit_label(kl: list[float], k: int, exact: bool) -> tuple[str, str, str]:
