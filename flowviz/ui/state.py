@@ -229,7 +229,7 @@ class ExperimentState(param.Parameterized):
             try:
                 self.live.move(held, values)
             except HandleError as error:
-                self.say(f"{error} The layer is as it was.")
+                self.say(f"{error} It is as it was.")
                 return False
             self.message = ""
             self._refresh_ledger()
