@@ -554,6 +554,10 @@ def test_a_hand_mode_preset_opens_paused_with_its_layer_in_hand():
         assert page.hand.panel.visible and page.layer_editor.stack.selected == page.state.layer_ids[0]
         assert page.hand.points.data["label"] == ["", "w", "u"] and len(page.hand.lines.data["x0"]) == 1
         assert page.hand.line_label.data["text"] == ["w·z + b = 0"]  # (on the line, not on its handle)
+        wide = page.state.spec.to_dict()
+        wide["view"].update(xmin=-6.0, xmax=6.0)
+        page.state.load(ExperimentSpec.from_dict(wide))
+        assert (page.hand.fig.x_range.start, page.hand.fig.x_range.end) == (-6.0, 6.0)
         assert "KL(q_1‖p) after this layer" in page.hand.score.object
     finally:
         page.close()

@@ -85,6 +85,7 @@ class HandView(StateView):
         self._grab: tuple[tuple[float, float], tuple[float, float]] = ((0.0, 0.0), (0.0, 0.0))  # press, tip then
         self._sliders_for: tuple | None = None
         self._setting_sliders = False
+        self._view = view
         self._show()
 
     # -- what is held --------------------------------------------------------------------------------
@@ -119,6 +120,9 @@ class HandView(StateView):
         if held is None:
             self._sliders_for = None
             return
+        if self._view != self.state.spec.view:  # (a preset or a link with another view box)
+            self._view = self.state.spec.view
+            self.plot.set_view(self._view)
         points = self.state.live.target_picture.points
         if len(self.target.data["x"]) != len(points) or not np.array_equal(self.target.data["x"], points[:, 0]):
             self.target.data = {"x": points[:, 0], "y": points[:, 1]}
