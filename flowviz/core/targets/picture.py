@@ -83,14 +83,29 @@ class Picture(Target):
         within = torch.rand(n, 2, generator=generator, dtype=torch.float64)
         x = self.left + (pixel % self.cols + within[:, 0]) * self.pixel
         y = self.top - (pixel // self.cols + within[:, 1]) * self.pixel
-        return torch.stack([x, y], -1).float()
+        points = torch.stack([x, y], -1).float()
+        # Rounding to float32 can carry a point just across its pixel's edge, maybe onto a white pixel
+        # (ln p = -inf at a sample of p): one step of float32 towards the pixel's centre puts it back.
+        centres = torch.stack([self.left + (pixel % self.cols + 0.5) * self.pixel,
+                               self.top - (pixel // self.cols + 0.5) * self.pixel], -1).float()
+        for _ in range(2):
+            strayed = self._pixel_of(points) != pixel
+            if not strayed.any():
+                break
+            points[strayed] = torch.nextafter(points[strayed], centres[strayed])
+        return points
 
-    def log_prob(self, x: Tensor) -> Tensor:
+    def _pixel_of(self, x: Tensor) -> Tensor:
+        """The index (row-major, top row first) of the pixel under each point; -1 outside the picture."""
         col = torch.floor((x[:, 0].double() - self.left) / self.pixel)
         row = torch.floor((self.top - x[:, 1].double()) / self.pixel)
         inside = (col >= 0) & (col < self.cols) & (row >= 0) & (row < self.rows)
-        index = torch.where(inside, row * self.cols + col, torch.zeros_like(col)).long()
-        log_p = torch.where(inside, self.log_density.to(x.device)[index], -math.inf)
+        return torch.where(inside, row * self.cols + col, -1.0).long()
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        index = self._pixel_of(x)
+        inside = index >= 0
+        log_p = torch.where(inside, self.log_density.to(x.device)[index.clamp_min(0)], -math.inf)
         return log_p.to(x.dtype)
 
     def entropy(self) -> float:
