@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import weakref
 
 import panel as pn
 import torch
@@ -25,9 +26,29 @@ TITLE = "flowviz · normalizing flows, layer by layer"
 
 
 def open_sessions() -> int:
-    """Sessions this server process holds now (Bokeh's own count, this one included)."""
+    """Sessions this server process serves now: the session cap counts these."""
     context = pn.state.curdoc.session_context if pn.state.curdoc is not None else None
-    return len(context.server_context.sessions) if context is not None else 0
+    return live_sessions(context.server_context.sessions, loaded_pages()) if context is not None else 0
+
+
+def live_sessions(sessions, loaded) -> int:
+    """Of Bokeh's sessions, those with a page connected and those whose page is still loading
+    (never loaded); not the closed tabs Bokeh keeps until they expire (15-32 s after closing), which
+    refused a class's reloads while the server was only half full.
+
+    Example:
+        >>> from types import SimpleNamespace as Session
+        >>> connected, loading, closed = (Session(connection_count=n, document=object()) for n in (1, 0, 0))
+        >>> live_sessions([connected, loading, closed], loaded={connected.document, closed.document})
+        2
+    """
+    return sum(1 for session in sessions if session.connection_count > 0 or session.document not in loaded)
+
+
+def loaded_pages() -> weakref.WeakSet:
+    """The documents whose page has loaded, once: one set per process, shared by its sessions like the
+    compute gate; it holds no session's data, and forgets a document once its session is gone."""
+    return pn.state.as_cached("flowviz-loaded-pages", weakref.WeakSet)
 
 
 def compute_gate() -> ComputeGate:
@@ -69,6 +90,9 @@ def create_app(link: str | None = None, preset: str = DEFAULT_PRESET) -> pn.temp
         collapsed_sidebar=explorer.sidebar_hidden(), header=[explorer.screen, explorer.clock],
     )
     explorer.start()
+    document = pn.state.curdoc
+    if document is not None and document.session_context is not None:
+        pn.state.onload(lambda: loaded_pages().add(document))
     template.explorer = explorer  # for tests and tools that drive a served page
     return template
 

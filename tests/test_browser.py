@@ -633,3 +633,25 @@ def test_a_picture_becomes_the_target_and_a_bad_one_is_refused_with_its_reason(p
     page.get_by_text("broken.png is not a PNG or JPEG picture").wait_for(timeout=10_000)
     assert explorer.state.spec.target.settings["picture"] == "uploaded"  # the square stays the target
     assert page.errors == []
+
+
+def test_a_closed_tab_does_not_count_against_the_session_cap(browser, monkeypatch):
+    """Bokeh keeps a closed tab's session until it expires (15-32 s by default): counted, it refused a
+    class's reloads while the server was only half full. The cap counts pages connected or loading."""
+    from flowviz import app
+
+    counts = []
+    real = app.open_sessions
+    monkeypatch.setattr(app, "open_sessions", lambda: counts.append(real()) or counts[-1])
+    with served_app(unused_session_lifetime_milliseconds=60_000) as (url, sessions):
+        first, second = browser.new_page(), browser.new_page()
+        _open(first, url, sessions)
+        _open(second, url, sessions)
+        wait_until(lambda: all(s._page_loaded for s in sessions), 20, "both pages to load")
+        first.close()
+        time.sleep(1.0)  # the websocket closes; Bokeh keeps the session for a minute
+        third = browser.new_page()
+        _open(third, url, sessions)
+        assert counts == [0, 1, 1], counts  # the third page saw the second, not the closed first
+        for tab in (second, third):
+            tab.close()
