@@ -204,8 +204,8 @@ def test_under_each_density_panel_the_kl_after_that_layer_and_its_change(explore
     assert len(frame.kl_by_depth) == 5 and frame.kl_by_depth[-1] == pytest.approx(
         explorer.state.live.trainer.evaluate().kl, rel=1e-6)
     assert fit["text"] == [f"KL {value:.3f}".replace("-", "−") for value in frame.kl_by_depth]
-    changes = [fell or rose for fell, rose in zip(fit["fell"], fit["rose"])]
-    assert changes[0] == "" and all(change[0] in "+−" for change in changes[1:])
+    changes = [fell or rose or same for fell, rose, same in zip(fit["fell"], fit["rose"], fit["same"])]
+    assert changes[0] == "" and all(change[0] in "+−±" for change in changes[1:])
     assert all(not fell or fell.startswith("−") for fell in fit["fell"])  # green: the layer lowered it
     assert explorer.strips.fit_note.visible and "KL(p‖q_k)" in explorer.strips.fit_note.object
     explorer.state.frame = dataclasses.replace(frame, kind="live", views=copy.copy(frame.views))

@@ -188,7 +188,7 @@ class ImageStrip(Strip):
                                             text_color="#1d2a44", text_baseline="top").glyph]
         self.fit_glyphs += [self.figure.text("x", "change_y", column, source=self.fit, text_font_size="13px",
                                              text_color=color, text_baseline="top").glyph
-                            for column, color in (("fell", FELL), ("rose", ROSE))]
+                            for column, color in (("fell", FELL), ("rose", ROSE), ("same", SAME))]
 
     def set_sizes(self, sizes: Sizes) -> None:
         super().set_sizes(sizes)
@@ -208,7 +208,8 @@ class ImageStrip(Strip):
             labels = [fit_label(kl, k, exact) for k in range(len(kl))]
             data = {"x": (layout.x0 + offsets[:, 0]).tolist(), "y": top.tolist(), "text": [t for t, _, _ in labels],
                     "change_y": (top - line).tolist(), "fell": [c if color == FELL else "" for _, c, color in labels],
-                    "rose": [c if color == ROSE else "" for _, c, color in labels]}
+                    "rose": [c if color == ROSE else "" for _, c, color in labels],
+                    "same": [c if color == SAME else "" for _, c, color in labels]}
         if data != self.fit.data:
             self.fit.data = data
 
@@ -245,21 +246,22 @@ class ImageStrip(Strip):
         self.overlay_renderer.visible = True
 
 
-FELL, ROSE = "#1a7f37", "#b42318"  # what a layer did to the KL: lowered it, raised it
-FIT_COLUMNS = ("x", "y", "text", "change_y", "fell", "rose")
+FELL, ROSE, SAME = "#1a7f37", "#b42318", "#667085"  # what a layer did to the KL: lowered, raised, kept it
+FIT_COLUMNS = ("x", "y", "text", "change_y", "fell", "rose", "same")
 
 
 def fit_label(kl: list[float], k: int, exact: bool) -> tuple[str, str, str]:
     """("KL 0.250", "−1.250", colour): the KL at depth k, the change layer k made and the colour that
-    says which way; rounded to the live estimate's precision when not `exact`.
+    says which way (grey where it is zero at the precision shown: a layer that is still the
+    identity); rounded to the live estimate's precision when not `exact`.
 
     Example:
         >>> fit_label([1.5, 0.25, float("inf")], 1, True)
         ('KL 0.250', '−1.250', '#1a7f37')
         >>> fit_label([1.5, 0.25, float("inf")], 2, False)
         ('KL ∞', '', '#1d2a44')
-        >>> fit_label([1.5, 1.75], 1, False)
-        ('KL ≈ 1.75', '+0.25', '#b42318')
+        >>> fit_label([1.5, 1.75], 1, False), fit_label([1.5, 1.5002], 1, True)
+        (('KL ≈ 1.75', '+0.25', '#b42318'), ('KL 1.500', '±0.000', '#667085'))
     """
     digits = 3 if exact else 2
     value = kl[k]
@@ -269,6 +271,8 @@ def fit_label(kl: list[float], k: int, exact: bool) -> tuple[str, str, str]:
     change = value - kl[k - 1] if k else math.nan
     if not math.isfinite(change):
         return text, "", "#1d2a44"
+    if round(change, digits) == 0:
+        return text, f"±{0:.{digits}f}", SAME
     return text, f"{change:+.{digits}f}".replace("-", "−"), FELL if change < 0 else ROSE
 
 
