@@ -22,7 +22,7 @@ import torch
 import torch.distributions as D
 from torch import Tensor, nn
 
-from flowviz.core.handles import Handle, HandleValue, as_pair, checked_move
+from flowviz.core.handles import Handle, HandleValue, Movable, as_pair
 from flowviz.core.limits import LIMITS
 from flowviz.core.registry import Registry
 from flowviz.core.settings import Setting
@@ -46,7 +46,7 @@ LOCATION_SCALE_HANDLES = (
            doc="widens (> 1) or narrows (< 1) the base along y"),
 )
 
-class Base(nn.Module):
+class Base(Movable, nn.Module):
     info: BaseInfo
 
     def __init__(self, learnable: bool):
@@ -68,19 +68,6 @@ class Base(nn.Module):
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         raise NotImplementedError
-
-    def handles(self) -> dict[str, HandleValue]:
-        """The current value of each handle the registry declares (none for most bases)."""
-        return {}
-
-    @torch.no_grad()
-    def move(self, values: dict[str, HandleValue]) -> dict[str, HandleValue]:
-        """Set some handles by hand, as `Layer.move` does; a fixed base moves too (its buffers)."""
-        self._set_handles(checked_move(self.info.title, self.info.handles, self.handles(), values))
-        return self.handles()
-
-    def _set_handles(self, values: dict[str, HandleValue]) -> None:
-        raise NotImplementedError(f"{self.info.title} has no handles")
 
 
 class LocationScale(Base):

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from torch import Tensor
 
 HandleValue = float | tuple[float, float]
@@ -71,3 +72,23 @@ def checked_move(title: str, declared: tuple[Handle, ...], current: dict[str, Ha
                 raise HandleError(f"{handle.label} must be a finite point, not {value!r}")
             out[name] = (x, y)
     return out
+
+
+class Movable:
+    """What hand mode moves (a layer, a base): `info.handles` declares the handles; the class reads
+    them (`handles`) and sets them (`_set_handles`); `move` checks a hand's values in between."""
+
+    def handles(self) -> dict[str, HandleValue]:
+        """The current value of each handle the registry declares: points and vectors as (x, y)."""
+        return {}
+
+    @torch.no_grad()
+    def move(self, values: dict[str, HandleValue]) -> dict[str, HandleValue]:
+        """Set some handles by hand (the others keep their values) and return them all as it now has
+        them: a number is clipped to its range, and a layer may keep a value where it stays
+        invertible (a planar layer's u). Raises HandleError for a value it cannot take at all."""
+        self._set_handles(checked_move(self.info.title, self.info.handles, self.handles(), values))
+        return self.handles()
+
+    def _set_handles(self, values: dict[str, HandleValue]) -> None:
+        raise NotImplementedError(f"{self.info.title} has no handles")

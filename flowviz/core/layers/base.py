@@ -22,8 +22,8 @@ from flowviz.core.handles import (  # noqa: F401  (the layers import them from h
     Handle,
     HandleError,
     HandleValue,
+    Movable,
     as_pair,
-    checked_move,
     softplus_inverse,
 )
 from flowviz.core.registry import Registry
@@ -46,7 +46,7 @@ class LayerInfo:
     handles: tuple[Handle, ...] = ()  # what hand mode lets a person move (`Layer.handles`, `Layer.move`)
 
 
-class Layer(nn.Module):
+class Layer(Movable, nn.Module):
     """An invertible 2-D transform with log-determinants in both directions."""
 
     info: ClassVar[LayerInfo]
@@ -62,21 +62,6 @@ class Layer(nn.Module):
         once per depth; a layer that can use the grid's structure overrides it."""
         gy, gx = torch.meshgrid(ys, xs, indexing="ij")
         return self.inverse(torch.stack([gx.reshape(-1), gy.reshape(-1)], -1))
-
-    def handles(self) -> dict[str, HandleValue]:
-        """The current value of each handle the registry declares: points and vectors as (x, y)."""
-        return {}
-
-    @torch.no_grad()
-    def move(self, values: dict[str, HandleValue]) -> dict[str, HandleValue]:
-        """Set some handles by hand (the others keep their values) and return them all as the layer
-        now has them: a number is clipped to its range, and a layer may keep a value where it stays
-        invertible (a planar layer's u). Raises HandleError for a value it cannot take at all."""
-        self._set_handles(checked_move(self.info.title, self.info.handles, self.handles(), values))
-        return self.handles()
-
-    def _set_handles(self, values: dict[str, HandleValue]) -> None:
-        raise NotImplementedError(f"{self.info.title} has no handles")
 
     def unfold(self, parts: int) -> list[Layer]:
         """The layer as consecutive parts the views can show one by one (a continuous flow's time
