@@ -46,8 +46,10 @@ def is_picture(data: bytes, filename: str = "") -> bool:
     return PurePath(filename).suffix.lower() in PICTURE_EXTENSIONS or bytes(data[:8]).startswith(_MAGIC)
 
 
-def read_picture(data: bytes, filename: str = "", formats: tuple[str, ...] = ("PNG", "JPEG")) -> np.ndarray:
-    """The picture in `data` as grey levels (uint8, 0 black to 255 white), at most MAX_SIDE a side."""
+def read_picture(data: bytes, filename: str = "", formats: tuple[str, ...] = ("PNG", "JPEG"),
+                 shrink: bool = True) -> np.ndarray:
+    """The picture in `data` as grey levels (uint8, 0 black to 255 white), at most MAX_SIDE a side:
+    a larger one is shrunk, or with `shrink=False` refused (a spec must hold what it shows)."""
     name = filename or "the file"
     if len(data) > MAX_UPLOAD_BYTES:
         raise PictureError(f"{name} is {len(data) / 2**20:.1f} MiB; at most {MAX_UPLOAD_BYTES // 2**20} MiB can be "
@@ -75,6 +77,8 @@ def read_picture(data: bytes, filename: str = "", formats: tuple[str, ...] = ("P
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             raise PictureError(f"{name} is damaged (its pixels do not decode). {_HOW_TO}") from None
     scale = min(1.0, MAX_SIDE / max(grey.size))
+    if scale < 1.0 and not shrink:
+        raise PictureError(f"{name} is {grey.width}×{grey.height} pixels; at most {MAX_SIDE} a side are allowed")
     if scale < 1.0:
         size = (max(1, round(grey.width * scale)), max(1, round(grey.height * scale)))
         grey = grey.resize(size, Image.Resampling.BOX)
@@ -113,8 +117,4 @@ def decode_picture(text: str) -> np.ndarray:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise PictureError("is not base64; it should hold a PNG picture in base64") from None
-    grey = read_picture(data, "the picture", formats=("PNG",))
-    with Image.open(io.BytesIO(data)) as image:
-        if max(image.size) > MAX_SIDE:  # read_picture shrank it: a spec must hold what it shows
-            raise PictureError(f"is {image.width}×{image.height} pixels; at most {MAX_SIDE} a side are allowed")
-    return grey
+    return read_picture(data, "the picture", formats=("PNG",), shrink=False)
