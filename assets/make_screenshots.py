@@ -95,6 +95,16 @@ def overview(page, url: str, sessions: list) -> None:
     time.sleep(3)
     page.screenshot(path=OUT / "explorer.png")
 
+def _trained(page, url: str, sessions: list, spec: ExperimentSpec, steps: int, timeout: float):
+    """Open `spec`, play until `steps` steps, pause, and wait for the exact frame: the explorer."""
+    explorer = _open(page, url + "?spec=" + spec_to_link(spec), sessions)
+    page.get_by_role("button", name="▶ Play").click()
+    wait_until(lambda: explorer.state.live.step >= steps, timeout, "some training")
+    page.get_by_role("button", name="❚❚ Pause").click()
+    wait_until(lambda: explorer.state.frame.kind == "exact", 60, "the exact frame")
+    time.sleep(2)
+    return explorer
+
 def _ledger(page, explorer, depth: int, point: tuple[float, float], name: str, height: int) -> None:
     """Click `point` in the density strip's panel `depth` and photograph the ledger that follows it."""
     dx, dy = explorer.strips.density.layout.offset(depth)
@@ -108,12 +118,7 @@ def _ledger(page, explorer, depth: int, point: tuple[float, float], name: str, h
 
 def ledger_and_drawing(page, url: str, sessions: list) -> None:
     spec = ExperimentSpec.load(ROOT / "presets" / "spline-8gaussians.json").replace(view={"resolution": 64})
-    explorer = _open(page, url + "?spec=" + spec_to_link(spec), sessions)
-    play = page.get_by_role("button", name="▶ Play")
-    play.click()
-    wait_until(lambda: explorer.state.live.step >= 400, 120, "some training")
-    page.get_by_role("button", name="❚❚ Pause").click()
-    time.sleep(2)
+    explorer = _trained(page, url, sessions, spec, 400, 120)
     _ledger(page, explorer, 2, (1.2, 0.9), "ledger.png", 720)
 
     page.get_by_role("button", name="✎ Draw").click()
@@ -135,13 +140,7 @@ def ledger_and_drawing(page, url: str, sessions: list) -> None:
 def continuous(page, url: str, sessions: list) -> None:
     """A continuous flow by flow matching, in time slices: its samples strip with the velocity
     arrows, and the ledger through its solver steps."""
-    spec = ExperimentSpec.load(ROOT / "presets" / "cnf-fm-moons.json")
-    explorer = _open(page, url + "?spec=" + spec_to_link(spec), sessions)
-    page.get_by_role("button", name="▶ Play").click()
-    wait_until(lambda: explorer.state.live.step >= 800, 120, "some training")
-    page.get_by_role("button", name="❚❚ Pause").click()
-    wait_until(lambda: explorer.state.frame.kind == "exact", 60, "the exact frame")
-    time.sleep(2)
+    explorer = _trained(page, url, sessions, ExperimentSpec.load(ROOT / "presets" / "cnf-fm-moons.json"), 800, 120)
     strip = explorer.strips.samples.figure
     page.evaluate(TO_SCREEN, [strip.id, 0, 0])  # scrolls the strip into view
     time.sleep(1)
@@ -153,12 +152,7 @@ def continuous(page, url: str, sessions: list) -> None:
 def picture(page, url: str, sessions: list) -> None:
     """The face preset after some training; then the logo uploaded as a file, in the Target card."""
     spec = ExperimentSpec.load(ROOT / "presets" / "spline-smiley.json").replace(view={"resolution": 96})
-    explorer = _open(page, url + "?spec=" + spec_to_link(spec), sessions)
-    page.get_by_role("button", name="▶ Play").click()
-    wait_until(lambda: explorer.state.live.step >= 1500, 180, "some training")
-    page.get_by_role("button", name="❚❚ Pause").click()
-    wait_until(lambda: explorer.state.frame.kind == "exact", 60, "the exact frame")
-    time.sleep(2)
+    explorer = _trained(page, url, sessions, spec, 1500, 180)
     top = page.get_by_role("button", name="▶ Play").bounding_box()
     bottom = page.get_by_text("Under each panel:").bounding_box()
     page.screenshot(path=OUT / "picture-smiley.png", clip={"x": top["x"] - 12, "y": top["y"] - 10, "width": 1230,
