@@ -655,3 +655,38 @@ def test_a_closed_tab_does_not_count_against_the_session_cap(browser, monkeypatc
         assert counts == [0, 1, 1], counts  # the third page saw the second, not the closed first
         for tab in (second, third):
             tab.close()
+
+
+def test_a_reload_offers_the_training_kept_in_the_browser_and_restore_brings_it_back(page, server):
+    """Train, pause, reload: the page offers what it kept ("4,210 steps, just now"); Restore brings
+    back the same step count, loss curve, held-out NLL and model image, and Play trains on from there."""
+    explorer = page.open()
+    state = explorer.state
+    page.get_by_role("button", name="▶ Play").click()
+    wait_until(lambda: state.live.step >= 60 and state.live.evaluations, 60, "training")
+    page.get_by_role("button", name="❚❚ Pause").click()
+    wait_until(lambda: not state.playing and explorer.keeper.store.kept_steps == state.live.step, 30,
+               "the browser to keep the paused state")
+    steps, losses = state.live.step, list(state.live.losses)
+    nll = page.locator("#fv-nll").inner_text()
+    wait_until(lambda: state.frame is not None and state.frame.kind == "exact", 30, "the exact frame")
+    model = state.frame.model.copy()
+
+    _, sessions = server
+    count = len(sessions)
+    assert "spec=" in page.url  # the address bar holds the experiment: a reload opens the same one
+    page.reload()
+    wait_until(lambda: len(sessions) > count, 60, "the reloaded page's session")
+    restored = sessions[-1]
+    page.get_by_text("This experiment was trained in this browser before").wait_for(timeout=30_000)
+    page.get_by_text(f"{steps:,} steps, just now").wait_for(timeout=5_000)
+    assert restored.state.live.step == 0
+    page.get_by_role("button", name="Restore").click()
+    wait_until(lambda: restored.state.live.step == steps, 30, "the restore")
+    page.get_by_text("Restored:").wait_for(timeout=10_000)
+    wait_until(lambda: page.locator("#fv-step").inner_text() == f"{steps:,}", 30, "the restored step on the page")
+    assert page.locator("#fv-nll").inner_text() == nll
+    assert restored.state.live.losses == losses
+    wait_until(lambda: restored.state.frame.kind == "exact" and restored.state.frame.step == steps, 30, "the exact frame")
+    np.testing.assert_array_equal(restored.state.frame.model, model)
+    assert page.errors == []

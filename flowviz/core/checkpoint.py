@@ -2,19 +2,38 @@
 can read safely (tensors, strings and dicts only; nothing is unpickled).
 
 `save_model` writes a file and `model_bytes` returns the same content as bytes (for a download);
-`load_model` reads either, from a path, bytes or a binary file object."""
+`load_model` reads either, from a path, bytes or a binary file object.
+
+A kept session (`session_bytes`, `read_session`) is a whole training state: what a page keeps in
+the browser's storage so that a reload, a closed tab or a dead server process loses at most a few
+seconds of training. It is keyed by `experiment_key`: the experiment without its presentation.
+
+Example:
+    >>> spec = ExperimentSpec.from_dict({"layers": [{"type": "planar"}]})
+    >>> trainer = Trainer(spec); _ = trainer.run(30)
+    >>> kept = read_session(session_bytes(trainer), spec)
+    >>> kept["step"].item(), len(kept["losses"])
+    (30, 30)
+    >>> read_session(b"PK-not-a-session", spec)
+    Traceback (most recent call last):
+    ...
+    ValueError: the kept state is not a flowviz session that loads safely (...)
+"""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import torch
 
 from flowviz.core.build import build_flow
 from flowviz.core.flow import Flow
 from flowviz.core.spec import ExperimentSpec
+from flowviz.core.training import Trainer
 
 FORMAT = "flowviz-model"
 FORMAT_VERSION = 1
@@ -59,3 +78,58 @@ def load_model(source: str | Path | bytes | BinaryIO) -> tuple[Flow, ExperimentS
     except (KeyError, RuntimeError) as error:
         raise ValueError(f"{name}: the weights do not match the spec's layers ({error})") from None
     return flow, spec, int(data.get("step", 0))
+
+
+SESSION_FORMAT = "flowviz-session"
+MAX_SESSION_BYTES = 16 * 1024 * 1024  # a kept session larger than this is not kept, nor read back
+
+
+def experiment_key(spec: ExperimentSpec) -> str:
+    """What a kept session is filed under: the experiment (target, base, layers, training, view,
+    seed), not how the page presents it, so projector mode or a hidden panel still finds it.
+
+    Example:
+        >>> a = ExperimentSpec.from_dict({"layers": [{"type": "planar"}]})
+        >>> b = a.replace(presentation={"projector": True})
+        >>> experiment_key(a) == experiment_key(b), experiment_key(a) == experiment_key(a.replace(seed=1))
+        (True, False)
+    """
+    data = spec.to_dict()
+    data.pop("presentation", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def session_bytes(trainer: Trainer) -> bytes:
+    """The trainer's whole state (`Trainer.training_state`) with its spec, as bytes."""
+    buffer = io.BytesIO()
+    torch.save({"format": SESSION_FORMAT, "version": FORMAT_VERSION, "spec": trainer.spec.to_json(),
+                "key": experiment_key(trainer.spec), "state": trainer.training_state()}, buffer)
+    return buffer.getvalue()
+
+
+def read_session(content: bytes, spec: ExperimentSpec) -> dict[str, Any]:
+    """The training state kept by `session_bytes`, checked to be `spec`'s experiment; ValueError
+    with the reason for anything else (never unpickled: `weights_only=True`). The trainer that loads
+    it (`Trainer.load_training_state`) checks every tensor against its own model."""
+    if len(content) > MAX_SESSION_BYTES:
+        raise ValueError(f"the kept state is {len(content) / 2**20:.1f} MiB, more than the "
+                         f"{MAX_SESSION_BYTES / 2**20:.0f} MiB a kept session may have")
+    try:
+        data = torch.load(io.BytesIO(content), map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 (torch raises many types for foreign or corrupt bytes)
+        raise ValueError(f"the kept state is not a flowviz session that loads safely ({str(error)[:200]})") from None
+    if not isinstance(data, dict) or data.get("format") != SESSION_FORMAT:
+        raise ValueError("the kept state is not a flowviz session")
+    if data.get("version") != FORMAT_VERSION:
+        raise ValueError(f"the kept state has format version {data.get('version')!r}; this flowviz reads {FORMAT_VERSION}")
+    if data.get("key") != experiment_key(spec) or not isinstance(data.get("spec"), str):
+        raise ValueError("the kept state is of another experiment than the one on this page")
+    try:
+        kept_spec = ExperimentSpec.from_json(data["spec"])
+    except ValueError as error:
+        raise ValueError(f"the kept state's experiment is not valid ({error})") from None
+    if experiment_key(kept_spec) != experiment_key(spec):
+        raise ValueError("the kept state is of another experiment than the one on this page")
+    if not isinstance(data.get("state"), dict):
+        raise ValueError("the kept state holds no training state")  # noqa: TRY004 (bad bytes: the documented ValueError)
+    return data["state"]

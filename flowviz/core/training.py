@@ -114,6 +114,25 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+EVALUATION_FIELDS = ("step", "test_nll", "kl", "ess", "log_z", "log_z_se")
+
+
+def _evaluation_row(evaluation: Evaluation) -> list[float]:
+    """An evaluation as numbers (None as NaN), for a training state that loads without unpickling."""
+    return [math.nan if value is None else float(value) for value in (getattr(evaluation, f) for f in EVALUATION_FIELDS)]
+
+
+def _evaluation_from_row(row: list[float]) -> Evaluation:
+    step, test_nll, *optional = row
+    return Evaluation(int(step), test_nll, *(None if math.isnan(value) else value for value in optional))
+
+
+def _tensors(value: Any, what: str) -> dict[str, Tensor]:
+    if not (isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in value.items())):
+        raise ValueError(f"{what} are missing or not tensors")
+    return value
+
+
 class Trainer:
     """Owns one experiment's model, optimiser, random streams and history (the loss of every step,
     `losses[i]` being step i + 1's, and every evaluation). Not shared across sessions."""
@@ -167,6 +186,87 @@ class Trainer:
         if self.optimizer is not None:
             for group in self.optimizer.param_groups:
                 group["lr"] = self.settings.learning_rate
+
+    # -- the whole training state ---------------------------------------------------------------------
+    def training_state(self) -> dict[str, Any]:
+        """Everything that makes the next step what it would be: the weights, Adam's moments, the
+        batch stream's generator, and the curve so far (step count, every loss, every evaluation).
+        Tensors, lists and dicts only, on the CPU, so `torch.load(weights_only=True)` reads it back.
+
+        Example:
+            >>> spec = ExperimentSpec.from_dict({"layers": [{"type": "affine_coupling"}]})
+            >>> trained = Trainer(spec); _ = trained.run(20)
+            >>> again = Trainer(spec); again.load_training_state(trained.training_state())
+            >>> again.step_count, again.step() == trained.step()   # the same next step, bit for bit
+            (20, True)
+        """
+        optimizer = self.optimizer.state if self.optimizer is not None else {}
+        moments = [optimizer.get(p, {}) for p in self._parameters]
+        return {
+            "flow": {key: value.detach().cpu().clone() for key, value in self.flow.state_dict().items()},
+            "step": torch.tensor(self.step_count, dtype=torch.int64),
+            "losses": torch.tensor(self.losses, dtype=torch.float64),
+            "evaluations": torch.tensor([_evaluation_row(e) for e in self.evaluations], dtype=torch.float64)
+            .reshape(-1, len(EVALUATION_FIELDS)),
+            "adam": [{key: value.detach().cpu().clone() for key, value in m.items()} for m in moments],
+            "generator": self.generator.get_state(),
+        }
+
+    def load_training_state(self, state: Any) -> None:
+        """Carry on from `training_state()`'s output (of a trainer of the same spec). Everything is
+        checked before anything is set: ValueError, naming the part, for a state of another model or
+        with non-finite values; this trainer is then unchanged."""
+        if not isinstance(state, dict):
+            raise ValueError("the training state is not a dictionary")  # noqa: TRY004 (documented ValueError)
+        flow = _tensors(state.get("flow"), "the weights")
+        own = self.flow.state_dict()
+        if set(flow) != set(own):
+            raise ValueError("the weights are of another model: its layers are not this experiment's")
+        for key, value in flow.items():
+            if value.shape != own[key].shape or value.dtype != own[key].dtype:
+                raise ValueError(f"the weights are of another model: {key} is {tuple(value.shape)}, "
+                                 f"this experiment's is {tuple(own[key].shape)}")
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise ValueError(f"the weights hold non-finite values ({key})")
+        step = state.get("step")
+        if not (isinstance(step, Tensor) and step.dtype == torch.int64 and step.numel() == 1 and int(step) >= 0):
+            raise ValueError("the step count is missing or not a whole number")
+        losses, evaluations = state.get("losses"), state.get("evaluations")
+        if not (isinstance(losses, Tensor) and losses.dtype == torch.float64 and losses.dim() == 1
+                and len(losses) == int(step)):
+            raise ValueError("the loss curve is missing or does not have one loss per step")
+        if not (isinstance(evaluations, Tensor) and evaluations.dtype == torch.float64
+                and evaluations.dim() == 2 and evaluations.shape[1] == len(EVALUATION_FIELDS)):
+            raise ValueError("the evaluations are missing or of another shape")
+        adam = state.get("adam")
+        if not isinstance(adam, list) or len(adam) != len(self._parameters):
+            raise ValueError("Adam's moments are missing or are for another number of parameters")
+        for parameter, moments in zip(self._parameters, adam):
+            moments = _tensors(moments, "Adam's moments")
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in moments and (moments[key].shape != parameter.shape
+                                       or not bool(torch.isfinite(moments[key]).all())):
+                    raise ValueError(f"Adam's {key} does not fit the model's parameters")
+            if set(moments) - {"step", "exp_avg", "exp_avg_sq"}:
+                raise ValueError("Adam's moments hold unknown entries")
+        generator = state.get("generator")
+        probe = torch.Generator()
+        try:
+            probe.set_state(generator)
+        except (TypeError, RuntimeError):
+            raise ValueError("the random stream's state is missing or damaged") from None
+
+        self.flow.load_state_dict(flow)
+        if self.optimizer is not None:
+            self.optimizer.state.clear()
+            for parameter, moments in zip(self._parameters, adam):
+                if moments:
+                    self.optimizer.state[parameter] = {key: value.to(parameter.device).clone()
+                                                       for key, value in moments.items()}
+        self.generator.set_state(generator)
+        self.step_count = int(step)
+        self.losses = losses.tolist()
+        self.evaluations = [_evaluation_from_row(row) for row in evaluations.tolist()]
 
     # -- one step ----------------------------------------------------------------------------------
     def _initialize(self) -> None:

@@ -26,6 +26,7 @@ from flowviz.core.presets import DEFAULT_PRESET
 from flowviz.core.spec import ExperimentSpec
 from flowviz.ui.cards import BaseCard, ExperimentCard, PresentationCard, TargetCard, TrainingCard
 from flowviz.ui.hand import HandView
+from flowviz.ui.keep import KeepView
 from flowviz.ui.layout import FOLD_SIDEBAR_BELOW, PANEL_NAMES, SIDEBAR_PANELS, Sizes, main_width
 from flowviz.ui.live import ComputeGate
 from flowviz.ui.pickers import FrameClock, Screen
@@ -57,6 +58,7 @@ class Explorer(pn.viewable.Viewer):
         self.toolbar, self.layer_editor = Toolbar(state), LayerEditor(state)
         self.overview, self.strips, self.ledger = Overview(state), StripsView(state), LedgerView(state)
         self.hand = HandView(state)
+        self.keeper = KeepView(state)
         ledger = pn.Card(self.ledger, title="Follow a point: the change-of-variables ledger",
                          sizing_mode="stretch_width", collapsible=True, margin=(4, 0))
         views = {"experiment": self.experiment, "target": self.target, "base": self.base, "training": self.training,
@@ -133,6 +135,8 @@ class Explorer(pn.viewable.Viewer):
         with pn.io.hold():
             if self.state.tick(take=self._page_loaded and self.clock.ready()):
                 self.clock.sent()
+        if self._page_loaded:
+            self.keeper.keep()
 
     def close(self) -> None:
         self.state.live.on_publish = self.clock.on_painted = None
@@ -152,7 +156,7 @@ class Explorer(pn.viewable.Viewer):
     def main(self) -> list:
         """The views in reading order: what to do, what it does (target, model, density), then the rest."""
         panels = self.panels
-        return [self.toolbar, self.toolbar.explanation, self.toolbar.alert, panels["overview"], self.hand,
+        return [self.toolbar, self.toolbar.explanation, self.toolbar.alert, self.keeper, panels["overview"], self.hand,
                 panels["density"], panels["layers"], panels["ledger"], panels["log_det"], panels["samples"],
                 self.presentation]
 

@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from flowviz.core.build import build_base, build_flow, build_layer, shown_flow
+from flowviz.core.checkpoint import read_session, session_bytes
 from flowviz.core.flow import Flow
 from flowviz.core.grid import GridRequest, GridViews, evaluate_grid, output_log_prob, target_image
 from flowviz.core.layers import Layer
@@ -246,9 +247,10 @@ class LiveSession:
         self._load(spec, device, layer_ids)
 
     # -- building -----------------------------------------------------------------------------------
-    def _load(self, spec: ExperimentSpec, device: str, layer_ids: list[int] | None) -> None:
-        flow = build_flow(spec)
-        trainer = Trainer(spec, device, flow)
+    def _load(self, spec: ExperimentSpec, device: str, layer_ids: list[int] | None,
+              trainer: Trainer | None = None) -> None:
+        trainer = trainer if trainer is not None else Trainer(spec, device, build_flow(spec))
+        flow = trainer.flow
         with self._lock:
             self.spec, self.device, self.trainer = spec, device, trainer
             self.layer_ids = list(layer_ids) if layer_ids is not None else list(range(len(spec.layers)))
@@ -292,6 +294,23 @@ class LiveSession:
         with self._lock:
             self._load(self.spec, self.device, self.layer_ids)
             self.error = None
+
+    def kept_bytes(self) -> tuple[bytes, int]:
+        """This session's whole training state (core.checkpoint.session_bytes) and its step count."""
+        with self._lock:
+            return session_bytes(self.trainer), self.step
+
+    def restore(self, content: bytes) -> int:
+        """Carry on from a kept training state of this experiment; returns its step count. ValueError
+        (with the reason) for one that is damaged or of another experiment: nothing changes then."""
+        state = read_session(content, self.spec)
+        candidate = Trainer(self.spec, self.device, build_flow(self.spec))
+        candidate.load_training_state(state)
+        self.pause()
+        with self._lock:
+            self._load(self.spec, self.device, None, trainer=candidate)
+            self.error = None
+        return self.step
 
     def apply(self, spec: ExperimentSpec, layer_ids: list[int], device: str | None = None) -> None:
         """Move to an edited spec, keeping what the edit did not touch.

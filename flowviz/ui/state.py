@@ -326,6 +326,22 @@ class ExperimentState(param.Parameterized):
             return False
         return True
 
+    def restore(self, content: bytes) -> bool:
+        """Carry on from a training state this browser kept (core.checkpoint.session_bytes) of this
+        experiment: the step count, the loss curve and the weights come back as they were. A damaged or
+        foreign one is refused with the reason, and nothing changes."""
+        self.playing = False
+        try:
+            self.live.restore(content)
+        except ValueError as error:
+            self.say(f"The training kept in this browser was not restored: {error}. Nothing changed.")
+            return False
+        self._hand_undo = {}
+        self.param.update(layer_ids=list(self.live.layer_ids), explain=False, message="")
+        self._refresh_ledger()
+        self.render_now()
+        return True
+
     # -- training ----------------------------------------------------------------------------------
     @param.depends("playing", watch=True)
     def _play_or_pause(self) -> None:

@@ -134,7 +134,7 @@ class Toolbar(StateView):
             parts.append(f"loss <span id='fv-loss'>{sum(recent) / len(recent):.3f}</span> nats")
         evaluation = live.latest_evaluation()
         if evaluation is not None:
-            parts.append(f"held-out NLL {evaluation.test_nll:.3f} nats")
+            parts.append(f"held-out NLL <span id='fv-nll'>{evaluation.test_nll:.3f}</span> nats")
             if evaluation.kl is not None:
                 parts.append(f"{state.kl_label().replace('true ', '')} {evaluation.kl:.3f} nats")
             if evaluation.ess is not None:  # from q's samples under reverse KL, else from the target's
