@@ -45,11 +45,18 @@ def browser():
         launched.close()
 
 
+class Sessions(list):
+    """Each page's Explorer, in the order the pages opened."""
+
+    stop_server = None
+
+
 @contextlib.contextmanager
 def served_app(**options):
     """The app served in this process on a free port: yields its URL and the list that collects each
-    page's Explorer as it is created; stops the server and closes every Explorer afterwards."""
-    sessions = []
+    page's Explorer as it is created (its `stop_server()` stops the server early, as a dead process
+    would); stops the server and closes every Explorer afterwards."""
+    sessions = Sessions()
 
     def app():
         args = pn.state.session_args.get("spec")
@@ -62,11 +69,13 @@ def served_app(**options):
         port = s.getsockname()[1]
     pn.extension(notifications=False)
     thread = pn.serve({"app": app}, port=port, threaded=True, show=False, **options)
+    stopped = []
+    sessions.stop_server = lambda: stopped or stopped.append(thread.stop())
     try:
         wait_until(lambda: _listening(port), 30, "the server")
         yield f"http://localhost:{port}/app", sessions
     finally:
-        thread.stop()
+        sessions.stop_server()
         for explorer in sessions:
             explorer.close()
 
@@ -690,3 +699,24 @@ def test_a_reload_offers_the_training_kept_in_the_browser_and_restore_brings_it_
     wait_until(lambda: restored.state.frame.kind == "exact" and restored.state.frame.step == steps, 30, "the exact frame")
     np.testing.assert_array_equal(restored.state.frame.model, model)
     assert page.errors == []
+
+
+def test_a_lost_connection_says_so_at_once_and_how_to_go_on(browser):
+    """The server goes away while a page trains: within 5 s the page says the connection was lost,
+    up to which step this browser kept the training, and to reload and Restore."""
+    with served_app() as (url, sessions):
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        explorer = _open(page, url, sessions)
+        page.get_by_role("button", name="▶ Play").click()
+        wait_until(lambda: explorer.keeper.store.kept_steps > 0, 60, "a kept state")
+        kept = explorer.keeper.store.kept_steps
+        explorer.state.playing = False
+        sessions.stop_server()
+        lost = time.time()
+        banner = page.get_by_role("alert").filter(has_text="The connection to the flowviz server was lost")
+        banner.wait_for(timeout=5_000)
+        assert time.time() - lost < 5
+        text = banner.inner_text()
+        assert "reload the page and press Restore" in text
+        assert int(re.search(r"up to step ([\d,]+)", text).group(1).replace(",", "")) >= kept
+        page.close()

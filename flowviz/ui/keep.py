@@ -187,9 +187,10 @@ class KeepView(StateView):
         self.restore_button.on_click(lambda _event: self.restore())
         self.dismiss_button = pn.widgets.Button(label="Not now", width=100)
         self.dismiss_button.on_click(lambda _event: self._hide())
-        self.offer = pn.Row(self.offer_text, self.restore_button, self.dismiss_button, visible=False,
-                            sizing_mode="stretch_width", margin=(4, 5), align="center",
-                            styles={"background": "#eaf1ff", "border-left": "4px solid #2a6fdb", "padding": "4px"})
+        # A flex box that wraps: on a tablet the buttons go under the text instead of off the edge.
+        self.offer = pn.FlexBox(self.offer_text, self.restore_button, self.dismiss_button, visible=False,
+                                align_items="center", flex_wrap="wrap", sizing_mode="stretch_width", margin=(4, 5),
+                                styles={"background": "#eaf1ff", "border-left": "4px solid #2a6fdb", "padding": "4px"})
         self._offered: dict | None = None
         self._kept_at = -float("inf")
         self._kept_step = -1
