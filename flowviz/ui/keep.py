@@ -166,7 +166,7 @@ export function render({ model, view }) {
     text.textContent = model.lost_text.replace('{steps}', steps > 0 ? steps.toLocaleString('en-US') : '0');
     if (!banner.isConnected) document.body.append(banner);
   });
-  doc?.on_event('client_reconnected', () => banner.remove());
+  // (Bokeh does not reconnect by itself here: the page is gone until it reloads, so the banner stays.)
   return document.createElement('span');
 }""".replace("MAX_KEPT_HERE", str(KEPT_EXPERIMENTS))
 
