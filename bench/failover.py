@@ -65,7 +65,7 @@ def backend_of(key: str | None, log: Path) -> str | None:
     return None
 
 
-def main() -> int:  # noqa: PLR0915 (one scenario, told in order)
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=15, help="training before the kill (default 15)")

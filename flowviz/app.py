@@ -7,6 +7,7 @@ given after `--args` (`flowviz serve` passes it), else realnvp-moons.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import weakref
@@ -14,6 +15,8 @@ import weakref
 import panel as pn
 import torch
 from panel.io.resources import get_dist_path
+from tornado.ioloop import IOLoop
+from tornado.websocket import WebSocketClosedError
 
 from flowviz.core.limits import LIMITS
 from flowviz.core.link import LINK_PARAMETER
@@ -64,6 +67,35 @@ def server_full() -> pn.template.BootstrapTemplate:
                                          header_background="#1d3557", busy_indicator=None)
 
 
+def closed_page_writes_are_not_errors(loop) -> None:
+    """Log, as one debug line, a write to a page that closed while a frame was on its way to it.
+
+    Panel writes a frame's parts as separate futures; when a page closes mid-frame (a class closing
+    its tabs at once), futures its destroyed session never awaits end in WebSocketClosedError, and
+    asyncio logs each as "Task exception was never retrieved" with two tracebacks. That is a page
+    leaving, not a fault; every other unretrieved exception still goes to the default handler.
+
+    Example:
+        >>> import asyncio, logging
+        >>> from tornado.websocket import WebSocketClosedError
+        >>> loop = asyncio.new_event_loop(); closed_page_writes_are_not_errors(loop)
+        >>> loop.call_exception_handler({"message": "Task exception was never retrieved",
+        ...                              "exception": WebSocketClosedError()})  # nothing at ERROR level
+        >>> loop.close()
+    """
+    if getattr(loop.get_exception_handler(), "flowviz", False):
+        return
+
+    def handler(loop, context) -> None:
+        if isinstance(context.get("exception"), WebSocketClosedError):
+            logging.getLogger(__name__).debug("a page closed while a message was on its way to it")
+        else:
+            loop.default_exception_handler(context)
+
+    handler.flowviz = True
+    loop.set_exception_handler(handler)
+
+
 def serve_styles_locally() -> None:
     """Make this session's components name the server's own style sheets from the start.
 
@@ -110,6 +142,7 @@ if __name__.startswith("bokeh"):
     # rendering thread's short Python stretches interleave with training instead of stalling it.
     # Measured with the realnvp-moons preset: in-app steps/s rose from ~60% to ~90% of headless.
     sys.setswitchinterval(0.001)
+    closed_page_writes_are_not_errors(IOLoop.current().asyncio_loop)
     pn.extension("katex", notifications=False)
     # `panel serve flowviz/app.py --args PRESET` (what `flowviz serve PRESET` runs) sets sys.argv.
     create_app(_link_from_request(), sys.argv[1] if len(sys.argv) > 1 else DEFAULT_PRESET).servable(title="flowviz")

@@ -245,3 +245,28 @@ def test_settings_past_the_limits_are_refused_in_the_page(trained):
         trained.layer_editor.stack.act({"action": "add", "type": "swap"})
     assert len(trained.state.spec.layers) == 32 and "at most 32" in trained.state.message
     trained.state.load(before[0])
+
+
+def test_a_page_closing_mid_frame_is_not_logged_as_an_error_but_other_failures_are(caplog):
+    """A class closing its tabs at once leaves frame writes to closed sockets, never awaited: asyncio
+    would log each as an error with two tracebacks. Those alone are quiet; anything else still is not."""
+    import asyncio
+    import logging
+
+    from tornado.websocket import WebSocketClosedError
+
+    from flowviz.app import closed_page_writes_are_not_errors
+
+    loop = asyncio.new_event_loop()
+    try:
+        closed_page_writes_are_not_errors(loop)
+        closed_page_writes_are_not_errors(loop)  # once per process, however many sessions ask
+        with caplog.at_level(logging.DEBUG):
+            loop.call_exception_handler({"message": "Task exception was never retrieved",
+                                         "exception": WebSocketClosedError()})
+            assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+            loop.call_exception_handler({"message": "Task exception was never retrieved",
+                                         "exception": RuntimeError("a real fault")})
+            assert [r for r in caplog.records if r.levelno >= logging.ERROR and "never retrieved" in r.getMessage()]
+    finally:
+        loop.close()
