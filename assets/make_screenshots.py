@@ -7,6 +7,7 @@
     python assets/make_screenshots.py continuous   # only the continuous flow's two
     python assets/make_screenshots.py picture      # only the picture target's two
     python assets/make_screenshots.py hand         # only hand mode's
+    python assets/make_screenshots.py keep         # only the kept training's: keep-offer.png, keep-lost.png
 
 Needs the test extras (Playwright) and Debian's chromium, like the browser tests.
 """
@@ -38,6 +39,8 @@ def main() -> None:
             picture(page, url, sessions)
         if sys.argv[1:] in ([], ["hand"]):
             hand(page, url, sessions)
+        if sys.argv[1:] in ([], ["keep"]):
+            keep(browser, url, sessions)
         if sys.argv[1:]:
             return
         overview(page, url, sessions)
@@ -194,6 +197,36 @@ def hand(page, url: str, sessions: list) -> None:
     box = page.get_by_text("Layer 1 by hand: Planar flow").bounding_box()
     page.screenshot(path=OUT / "hand-planar.png", clip={"x": box["x"] - 300, "y": box["y"] - 30, "width": 1240,
                                                         "height": 700})
+
+# Keeps the page's websockets within reach, so that a screenshot can show the page losing its server.
+CAPTURE_SOCKETS = """(() => { const Native = window.WebSocket; window.flowvizSockets = [];
+  window.WebSocket = class extends Native { constructor(...a) { super(...a); window.flowvizSockets.push(this); } }; })()"""
+
+
+def keep(browser, url: str, sessions: list) -> None:
+    """The offer to restore after a reload, and the bar a page shows when its server goes away."""
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    page.add_init_script(CAPTURE_SOCKETS)
+    explorer = _open(page, url, sessions)
+    page.get_by_role("button", name="▶ Play").click()
+    wait_until(lambda: explorer.state.live.step >= 300, 120, "some training")
+    page.get_by_role("button", name="❚❚ Pause").click()
+    wait_until(lambda: explorer.keeper.store.kept_steps == explorer.state.live.step, 30, "the kept state")
+    count = len(sessions)
+    page.reload()
+    wait_until(lambda: len(sessions) > count, 60, "the reloaded page")
+    page.get_by_text("trained in this browser before").wait_for(timeout=30_000)
+    time.sleep(2)
+    page.screenshot(path=OUT / "keep-offer.png", clip={"x": 380, "y": 60, "width": 1220, "height": 440})
+    page.get_by_role("button", name="Restore").click()
+    page.get_by_role("button", name="▶ Play").click()
+    wait_until(lambda: sessions[-1].state.live.step > explorer.state.live.step + 200, 120, "training on")
+    page.evaluate("window.flowvizSockets.forEach((socket) => socket.close())")  # as when the server dies
+    page.get_by_role("alert").filter(has_text="connection").wait_for(timeout=10_000)
+    time.sleep(1)
+    page.screenshot(path=OUT / "keep-lost.png", clip={"x": 0, "y": 0, "width": 1600, "height": 500})
+    page.close()
+
 
 def projector(page, url: str, sessions: list) -> None:
     spec = ExperimentSpec.load(ROOT / "presets" / "realnvp-moons.json").replace(
