@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowviz.core.checkpoint import experiment_key, read_session, session_bytes
+from flowviz.core.checkpoint import MAX_SESSION_BYTES, experiment_key, read_session, session_bytes
 from flowviz.core.presets import preset_path
 from flowviz.core.spec import ExperimentSpec
 from flowviz.core.training import Trainer
@@ -120,7 +120,8 @@ class Payload:
         return (os.system, ("touch /tmp/flowviz-pwned",))
 
 
-def test_a_malicious_pickle_is_never_run(tmp_path):
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's, about the plain pickle below
+def test_a_malicious_pickle_is_never_run():
     marker = "/tmp/flowviz-pwned"
     if os.path.exists(marker):
         os.remove(marker)
@@ -160,8 +161,23 @@ def test_a_state_past_the_size_limit_is_refused_before_it_is_opened():
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("data.pkl", b"\0" * (20 * 2**20))
-    with pytest.raises(ValueError):
-        read_session(buffer.getvalue() + b"\0" * (17 * 2**20), SPEC)
+    with pytest.raises(ValueError, match="MiB a kept session may have"):
+        read_session(buffer.getvalue() + b"\0" * (MAX_SESSION_BYTES + 1), SPEC)
+
+
+def test_a_model_too_large_to_keep_says_so_once_and_trains_on(monkeypatch):
+    monkeypatch.setattr("flowviz.ui.keep.MAX_SESSION_BYTES", 1000)
+    state = ExperimentState(SPEC)
+    keeper = KeepView(state)
+    sent = Sent(keeper)
+    state.live.step_once()
+    assert not keeper.keep(force=True) and sent.kept == []
+    assert "too large to keep" in state.message and "Download the trained model" in state.message
+    state.say("")
+    state.live.step_once()
+    keeper.keep(force=True)
+    assert state.message == ""  # said once a page
+    state.close()
 
 
 # -- in the page: keeping and offering ------------------------------------------------------------

@@ -81,7 +81,9 @@ def load_model(source: str | Path | bytes | BinaryIO) -> tuple[Flow, ExperimentS
 
 
 SESSION_FORMAT = "flowviz-session"
-MAX_SESSION_BYTES = 16 * 1024 * 1024  # a kept session larger than this is not kept, nor read back
+# A kept session larger than this is not kept, nor read back: it returns from the browser as base64 in
+# one websocket message, and 12 MiB is 16 MiB as base64, under the server's 20 MiB message limit.
+MAX_SESSION_BYTES = 12 * 1024 * 1024
 
 
 def experiment_key(spec: ExperimentSpec) -> str:
