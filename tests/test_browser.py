@@ -701,6 +701,49 @@ def test_a_reload_offers_the_training_kept_in_the_browser_and_restore_brings_it_
     assert page.errors == []
 
 
+# The browser's store of kept states, read and written from a test (IndexedDB "flowviz": "kept" holds
+# what each experiment's offer shows, "states" the bytes).
+STORE = """async ([mode, records]) => {
+  const db = await new Promise((ok, no) => { const r = indexedDB.open('flowviz', 1); r.onsuccess = () => ok(r.result);
+                                             r.onerror = () => no(r.error); });
+  const tx = db.transaction(['kept', 'states'], mode);
+  for (const [meta, data] of records) { tx.objectStore('kept').put(meta); tx.objectStore('states').put(data, meta.key); }
+  const all = tx.objectStore('kept').getAll();
+  await new Promise((ok) => { tx.oncomplete = ok; });
+  db.close();
+  return all.result.map((meta) => meta.key);
+}"""
+
+
+def test_the_browser_keeps_eight_experiments_and_refuses_a_tampered_one(page, server):
+    """Older experiments go first past eight; a kept state altered in the browser's storage is
+    refused with the reason when restored, and the page's experiment is unchanged."""
+    explorer = page.open()
+    state = explorer.state
+    page.get_by_role("button", name="Step", exact=True).click()
+    wait_until(lambda: explorer.keeper.store.kept_steps == 1, 30, "the kept step")
+    key = explorer.keeper.store.key
+    old = [({"key": f"old-{i}", "steps": i, "title": "", "saved_at": 1000 + i, "page": "x"}, "AAAA") for i in range(10)]
+    page.evaluate(STORE, ["readwrite", old])
+    page.wait_for_timeout(5200)  # the page keeps at most every 5 s
+    page.get_by_role("button", name="Step", exact=True).click()  # another kept step: past eight, the oldest go
+    wait_until(lambda: explorer.keeper.store.kept_steps == state.live.step, 30, "the next kept step")
+    kept = page.evaluate(STORE, ["readonly", []])
+    assert len(kept) == 8 and key in kept and sorted(kept) == sorted([key] + [f"old-{i}" for i in range(3, 10)])
+
+    tampered = ({"key": key, "steps": 77, "title": "", "saved_at": 10**13, "page": "another page"},
+                "UEsDBAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")  # the start of a zip, and nothing after it
+    page.evaluate(STORE, ["readwrite", [tampered]])
+    _, sessions = server
+    count = len(sessions)
+    page.reload()
+    wait_until(lambda: len(sessions) > count, 60, "the reloaded page's session")
+    page.get_by_text("77 steps").wait_for(timeout=30_000)
+    page.get_by_role("button", name="Restore").click()
+    page.get_by_text("was not restored").wait_for(timeout=30_000)
+    assert "loads safely" in sessions[-1].state.message and sessions[-1].state.live.step == 0
+
+
 @contextlib.contextmanager
 def server_process(port):
     """`panel serve flowviz/app.py` as its own process on 127.0.0.1:`port` (killed at the end)."""
