@@ -98,6 +98,10 @@ def _other_layers(data):
     (lambda d: d["state"].update(losses=d["state"]["losses"][:3]), "one loss per step"),
     (lambda d: d["state"].update(adam=d["state"]["adam"][:1]), "Adam"),
     (lambda d: d["state"]["adam"][0].update(exp_avg=torch.zeros(7, 7)), "Adam's exp_avg"),
+    (lambda d: d["state"]["adam"][0].update(exp_avg=d["state"]["adam"][0]["exp_avg"].double()), "Adam's exp_avg"),
+    (lambda d: d["state"]["adam"][0].update(step=torch.tensor(-3.0)), "Adam's step"),
+    (lambda d: d["state"]["adam"][0].update(extra=torch.zeros(1)), "unknown entries"),
+    (lambda d: d["state"]["adam"][0].pop("exp_avg_sq"), "incomplete"),
     (lambda d: d["state"].update(generator=torch.zeros(3, dtype=torch.uint8)), "random stream"),
     (lambda d: d["state"].update(evaluations=torch.zeros(2)), "evaluations"),
 ])

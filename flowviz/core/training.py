@@ -243,12 +243,15 @@ class Trainer:
             raise ValueError("Adam's moments are missing or are for another number of parameters")
         for parameter, moments in zip(self._parameters, adam):
             moments = _tensors(moments, "Adam's moments")
-            for key in ("exp_avg", "exp_avg_sq"):
-                if key in moments and (moments[key].shape != parameter.shape
-                                       or not bool(torch.isfinite(moments[key]).all())):
+            if moments and set(moments) != {"step", "exp_avg", "exp_avg_sq"}:
+                raise ValueError("Adam's moments are incomplete or hold unknown entries")
+            for key, value in moments.items():
+                # What Adam's own step would make of them: the parameter's shape and dtype, finite, a
+                # step count that is one non-negative number (fused Adam fails on anything else)
+                shape, dtype = ((), torch.float32) if key == "step" else (parameter.shape, parameter.dtype)
+                if value.shape != shape or value.dtype != dtype or not bool(torch.isfinite(value).all()) or (
+                        key == "step" and float(value) < 0):
                     raise ValueError(f"Adam's {key} does not fit the model's parameters")
-            if set(moments) - {"step", "exp_avg", "exp_avg_sq"}:
-                raise ValueError("Adam's moments hold unknown entries")
         generator = state.get("generator")
         probe = torch.Generator()
         try:
