@@ -5,7 +5,7 @@
 Each section is one script's markdown table under the exact command that produced it, so any figure
 can be measured again on its own. The scripts run one at a time: on a small machine two timing runs
 side by side would measure each other. `--quick` runs every script briefly (a smoke test of the
-harness, not figures to quote). A full run takes about 25 minutes on a 2-core CPU.
+harness, not figures to quote). A full run takes about 32 minutes on a 2-core CPU (the soak, 30 minutes on its own, is not in it).
 """
 
 from __future__ import annotations
@@ -51,6 +51,12 @@ SECTIONS = [
     ("Cold start",
      ["bench/coldstart.py", "--repeats", "3"],
      ["bench/coldstart.py", "--repeats", "1"]),
+    ("Failover: a backend behind nginx killed while its pages train",
+     ["bench/failover.py", "--pages", "4", "--seconds", "15"],
+     ["bench/failover.py", "--pages", "2", "--seconds", "4"]),
+    ("Deep fuzzing of every parser of user input",
+     ["bench/fuzz.py", "--examples", "10000"],
+     ["bench/fuzz.py", "--examples", "100"]),
 ]
 CUDA = [("Grid evaluation on CUDA", ["bench/grid.py", "--device", "cuda", "--repeats", "15"]),
         ("Training on CUDA (the CLI's JSON line)", ["-m", "flowviz", "train", "presets/realnvp-moons.json", "--device", "cuda", "--quiet"]),
