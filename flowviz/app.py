@@ -7,7 +7,6 @@ given after `--args` (`flowviz serve` passes it), else realnvp-moons.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import weakref
@@ -16,7 +15,6 @@ import panel as pn
 import torch
 from panel.io.resources import get_dist_path
 from tornado.ioloop import IOLoop
-from tornado.websocket import WebSocketClosedError
 
 from flowviz.core.limits import LIMITS
 from flowviz.core.link import LINK_PARAMETER
@@ -24,6 +22,7 @@ from flowviz.core.presets import DEFAULT_PRESET
 from flowviz.ui.explorer import Explorer
 from flowviz.ui.layout import SIDEBAR_PX
 from flowviz.ui.live import ComputeGate
+from flowviz.ui.serving import closed_page_writes_are_not_errors
 
 TITLE = "flowviz · normalizing flows, layer by layer"
 
@@ -65,35 +64,6 @@ def server_full() -> pn.template.BootstrapTemplate:
                "a teacher can start more server processes (see the README: serving a classroom).")
     return pn.template.BootstrapTemplate(title=TITLE, main=[pn.pane.Alert(message, alert_type="warning")],
                                          header_background="#1d3557", busy_indicator=None)
-
-
-def closed_page_writes_are_not_errors(loop) -> None:
-    """Log, as one debug line, a write to a page that closed while a frame was on its way to it.
-
-    Panel writes a frame's parts as separate futures; when a page closes mid-frame (a class closing
-    its tabs at once), futures its destroyed session never awaits end in WebSocketClosedError, and
-    asyncio logs each as "Task exception was never retrieved" with two tracebacks. That is a page
-    leaving, not a fault; every other unretrieved exception still goes to the default handler.
-
-    Example:
-        >>> import asyncio, logging
-        >>> from tornado.websocket import WebSocketClosedError
-        >>> loop = asyncio.new_event_loop(); closed_page_writes_are_not_errors(loop)
-        >>> loop.call_exception_handler({"message": "Task exception was never retrieved",
-        ...                              "exception": WebSocketClosedError()})  # nothing at ERROR level
-        >>> loop.close()
-    """
-    if getattr(loop.get_exception_handler(), "flowviz", False):
-        return
-
-    def handler(loop, context) -> None:
-        if isinstance(context.get("exception"), WebSocketClosedError):
-            logging.getLogger(__name__).debug("a page closed while a message was on its way to it")
-        else:
-            loop.default_exception_handler(context)
-
-    handler.flowviz = True
-    loop.set_exception_handler(handler)
 
 
 def serve_styles_locally() -> None:

@@ -255,7 +255,7 @@ def test_a_page_closing_mid_frame_is_not_logged_as_an_error_but_other_failures_a
 
     from tornado.websocket import WebSocketClosedError
 
-    from flowviz.app import closed_page_writes_are_not_errors
+    from flowviz.ui.serving import closed_page_writes_are_not_errors
 
     class Records(logging.Handler):
         def __init__(self):
