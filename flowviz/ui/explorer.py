@@ -116,7 +116,7 @@ class Explorer(pn.viewable.Viewer):
         self.state.exact_in_background = True
         if doc is not None:
             # Bokeh's documented way in from another thread (the rendering thread publishes frames).
-            wake = functools.partial(doc.add_next_tick_callback, self.tick)
+            wake = functools.partial(self._wake, doc)
             self.state.live.on_publish = self.clock.on_painted = wake
         if notebook:
             self._page_loaded = True
@@ -124,6 +124,16 @@ class Explorer(pn.viewable.Viewer):
             pn.state.onload(self.experiment.show_link)  # the page's own address is known once it has loaded
             pn.state.onload(self._loaded)
             pn.state.on_session_destroyed(lambda _context: self.close())
+
+    def _wake(self, doc) -> None:
+        """From the rendering thread: a tick on the session's event loop, to show the new frame."""
+        try:
+            doc.add_next_tick_callback(self.tick)
+        except AttributeError:
+            # A page closed while its frame was on the way: Bokeh destroyed the document (and removed
+            # its callback registry) before `close` stopped this thread. Nothing to show it on. Seen
+            # in `bench/soak.py --cycles`: it ended the rendering thread with a traceback in the log.
+            pass
 
     def _loaded(self) -> None:
         self._page_loaded = True
