@@ -128,7 +128,7 @@ def main() -> int:
             killed = time.time()
             say(f"killed {name(victim)} (pages {[r['index'] for r in hit]}); pages per backend {counts}")
 
-            banner_s, lost_s = [], []
+            banner_s, lost_s, restored = [], [], 0
             waiting = list(hit)
             while waiting and time.time() < killed + 30:  # every page at once: each gets its own time
                 for rec in list(waiting):
@@ -165,6 +165,8 @@ def main() -> int:
                     time.sleep(0.2)
                 if step_of(page) != kept:
                     failures.append(f"page {rec['index']}: restored step {step_of(page)}, kept {kept}")
+                else:
+                    restored += 1
                 page.get_by_role("button", name="▶ Play").click()
                 page.wait_for_timeout(4000)
                 after = step_of(page) or 0
@@ -186,7 +188,7 @@ def main() -> int:
             browser.close()
         result.update(pages_on_killed=len(hit), banner_s_max=round(max(banner_s), 2) if banner_s else None,
                       training_lost_s_max=round(max(lost_s), 2) if lost_s else None,
-                      restored=len(hit) - sum(1 for f in failures if "Restore" in f or "restored" in f))
+                      restored=restored)
     except Exception as error:  # noqa: BLE001 (anything that stops the run is its failure)
         failures.append(f"{type(error).__name__}: {error}")
     finally:

@@ -124,13 +124,14 @@ def read_session(content: bytes, spec: ExperimentSpec) -> dict[str, Any]:
         raise ValueError("the kept state is not a flowviz session")
     if data.get("version") != FORMAT_VERSION:
         raise ValueError(f"the kept state has format version {data.get('version')!r}; this flowviz reads {FORMAT_VERSION}")
-    if data.get("key") != experiment_key(spec) or not isinstance(data.get("spec"), str):
+    key = experiment_key(spec)
+    if data.get("key") != key or not isinstance(data.get("spec"), str):
         raise ValueError("the kept state is of another experiment than the one on this page")
     try:
         kept_spec = ExperimentSpec.from_json(data["spec"])
     except ValueError as error:
         raise ValueError(f"the kept state's experiment is not valid ({error})") from None
-    if experiment_key(kept_spec) != experiment_key(spec):
+    if experiment_key(kept_spec) != key:
         raise ValueError("the kept state is of another experiment than the one on this page")
     if not isinstance(data.get("state"), dict):
         raise ValueError("the kept state holds no training state")  # noqa: TRY004 (bad bytes: the documented ValueError)
