@@ -32,7 +32,7 @@ def report() -> None:
     data = {"event_loop_s": time.thread_time(), "frames_shown": explorer.state.frames_shown,
             "frames_rendered": live.frames_rendered, "render_s": live.render_seconds, "step": live.step, "answer_s": explorer.clock.answer_seconds,
             "kind": frame.kind if frame else "", "model_px": int(frame.model.shape[0]) if frame else 0,
-            "strip_px": int(frame.views.log_q.shape[1]) if frame else 0}
+            "strip_px": int(frame.views.log_q.shape[1]) if frame else 0, "unseen": explorer.state.unseen}
     Path(os.environ["FV_PROBE"]).write_text(json.dumps(data))
 
 

@@ -142,7 +142,8 @@ def browser_run(preset: Path, seconds: float, warmup: float) -> dict:
             "event_loop_ms_per_frame": 1000 * (last["event_loop_s"] - first["event_loop_s"]) / sent,
             "render_ms": 1000 * (last["render_s"] - first["render_s"]) / rendered,
             "answer_ms": 1000 * (last["answer_s"] - first["answer_s"]) / sent,
-            "live_resolution": last["model_px"], "strip_resolution": last["strip_px"], "kind": last["kind"]}
+            "live_resolution": last["model_px"], "strip_resolution": last["strip_px"], "kind": last["kind"],
+            "unseen": last.get("unseen", [])}
 
 
 SERVER_ONLY = """
@@ -195,7 +196,7 @@ def main() -> None:
         print(f"server: {app['event_loop_ms_per_frame']:.1f} ms of event loop per frame sent, {app['render_ms']:.1f} ms "
               f"to compute a frame, {app['answer_ms']:.0f} ms "
               f"from sending a frame to the page having painted it; model view {app['live_resolution']}², strips {app['strip_resolution']}² "
-              f"({app['kind']} frames)")
+              f"({app['kind']} frames); out of view, so not drawn: {', '.join(app['unseen']) or 'nothing'}")
         print(json.dumps({"frames_per_s": round(app["frames_per_s"], 2), "steps_per_s": round(app["steps_per_s"], 1),
                           "headless_steps_per_s": round(headless, 1),
                           "kib_per_frame": round(app["bytes_per_frame"] / 1024, 1),

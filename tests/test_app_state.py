@@ -234,6 +234,67 @@ def test_a_step_moves_the_counter_and_the_views(explorer):
     assert not np.array_equal(model_before, explorer.overview.target_model.model.data["image"][0])
 
 
+def test_panels_out_of_view_are_not_drawn_until_seen(explorer):
+    """The page reports the frame panels it has scrolled away or hidden; frames skip them, and a panel
+    that comes into view is drawn from the newest frame at once."""
+    strips, model = explorer.strips, explorer.overview.target_model.model
+    samples_before = np.array(strips.samples.points.data["x"])
+    log_det_before = [np.array(a) for a in strips.density.images.data["log_det"]]
+    model_before = np.array(model.data["image"][0])
+    explorer.state.unseen = ["log_det", "overview", "samples"]
+    explorer.state.step()
+    frame = explorer.state.frame
+    assert np.array_equal(strips.samples.points.data["x"], samples_before, equal_nan=True)
+    assert all(np.array_equal(a, b) for a, b in zip(strips.density.images.data["log_det"], log_det_before))
+    assert np.array_equal(model.data["image"][0], model_before)
+    density = np.exp(frame.views.log_q)
+    assert np.allclose(strips.density.images.data["density"][-1], density[-1], rtol=1e-6)  # the one in view moved
+    explorer.state.unseen = ["overview"]
+    assert not np.array_equal(strips.samples.points.data["x"], samples_before, equal_nan=True)
+    assert np.allclose(strips.log_det.images.data["log_det"][-1], frame.views.log_det[-1], rtol=1e-6, atol=1e-7)
+    explorer.state.unseen = []
+    assert np.allclose(model.data["image"][0], np.exp(frame.model), rtol=1e-6)
+
+
+def test_a_stack_edit_out_of_view_keeps_the_image_strips_one_length(explorer):
+    """Both image strips read one source: a new depth count sends both columns, seen or not."""
+    explorer.state.unseen = ["log_det"]
+    explorer.layer_editor.stack.act({"action": "add", "type": "planar"})
+    data = explorer.strips.density.images.data
+    assert len(data["density"]) == len(data["log_det"]) == len(data["x"]) == 6
+
+
+def test_live_frames_skip_what_no_panel_in_view_shows():
+    live = LiveSession(MOONS)
+
+    def live_frames(count: int) -> list:
+        frames: list = []
+        assert wait_for(lambda: frames.append(live.take_frame()) or len([f for f in frames if f]) >= count)
+        return [frame for frame in frames if frame is not None]
+
+    live.unseen = frozenset({"overview", "density", "log_det", "samples"})
+    live.play()
+    hidden = live_frames(4)
+    assert all(frame.views is hidden[0].views and frame.model is hidden[0].model for frame in hidden)
+    live.unseen = frozenset({"log_det", "samples"})
+    seen = live_frames(4)
+    assert all(frame.model is not hidden[0].model for frame in seen[1:])
+    assert any(frame.views is not hidden[0].views for frame in seen[1:])
+    live.close()
+
+
+def test_the_loss_chart_axes_hold_every_value_on_round_numbers(explorer):
+    for _ in range(37):
+        explorer.state.live.step_once()
+    explorer.state.render_now()
+    chart, live = explorer.overview.loss.fig, explorer.state.live
+    plotted = live.losses + [value for e in live.evaluations for value in (e.test_nll, e.kl, e.ess) if value is not None]
+    assert (chart.x_range.start, chart.x_range.end) == (0, 50)
+    assert chart.y_range.start <= min(plotted) and max(plotted) <= chart.y_range.end
+    assert chart.y_range.end - chart.y_range.start <= 3 * (max(plotted) - min(plotted)) + 1e-9
+    assert (chart.y_range.reset_start, chart.y_range.reset_end) == (chart.y_range.start, chart.y_range.end)
+
+
 def test_a_bad_training_value_is_refused_and_nothing_changes(explorer):
     explorer.state.step()
     spec, weights = explorer.state.spec, {k: v.clone() for k, v in explorer.state.live.flow.state_dict().items()}

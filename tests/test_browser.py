@@ -497,6 +497,23 @@ def painted_image(page, renderer, index=0):
     return tuple(page.evaluate(PAINTED_COLOURS, [renderer.id, index]))
 
 
+def test_a_strip_out_of_view_is_drawn_once_scrolled_to(page):
+    """The sample strip starts below the fold: a step does not send it; scrolling to it draws it."""
+    explorer = page.open()
+    samples = explorer.strips.samples.points
+    wait_until(lambda: "samples" in explorer.state.unseen and "overview" not in explorer.state.unseen, 20,
+               "the page to report the sample strip out of view")
+    before = np.array(samples.data["x"])
+    page.get_by_role("button", name="Step", exact=True).click()
+    wait_until(lambda: explorer.state.live.step == 1 and explorer.state.frame.kind == "exact", 20, "the step")
+    assert np.array_equal(samples.data["x"], before, equal_nan=True)
+    page.mouse.move(900, 700)
+    page.mouse.wheel(0, 5000)
+    wait_until(lambda: "samples" not in explorer.state.unseen, 20, "the sample strip to come into view")
+    wait_until(lambda: not np.array_equal(samples.data["x"], before, equal_nan=True), 10, "the sample strip drawn")
+    assert "overview" in explorer.state.unseen  # scrolled away in turn
+
+
 def test_training_shows_a_sharp_model_view_and_pausing_the_exact_chain(page):
     explorer = page.open()
     model, strips = explorer.overview.target_model.model, explorer.strips.density.images

@@ -28,8 +28,8 @@ from flowviz.ui.cards import BaseCard, ExperimentCard, PresentationCard, TargetC
 from flowviz.ui.hand import HandView
 from flowviz.ui.keep import KeepView
 from flowviz.ui.layout import FOLD_SIDEBAR_BELOW, PANEL_NAMES, SIDEBAR_PANELS, Sizes, main_width
-from flowviz.ui.live import ComputeGate
-from flowviz.ui.pickers import FrameClock, Screen
+from flowviz.ui.live import VIEWS_PANELS, ComputeGate
+from flowviz.ui.pickers import FrameClock, InView, Screen
 from flowviz.ui.state import ExperimentState, open_link
 from flowviz.ui.views import LayerEditor, LedgerView, Overview, StripsView, Toolbar
 
@@ -66,6 +66,11 @@ class Explorer(pn.viewable.Viewer):
         # Each in a plain column that shows or hides it: a Card's own `visible` did not hide it in the
         # template (tests/test_browser.py checks every panel).
         self.panels = {name: pn.Column(view, sizing_mode="stretch_width", margin=0) for name, view in views.items()}
+        # The panels that show frames report whether they are on screen: frames skip the ones that are not.
+        self.in_view = {name: InView(margin=0, height=0, width=0) for name in VIEWS_PANELS}
+        for name, marker in self.in_view.items():
+            self.panels[name].insert(0, marker)
+            marker.param.watch(functools.partial(self._seen, name), "in_view")
         assert set(self.panels) == set(PANEL_NAMES), "every hideable panel is laid out, and only those"
         self._presented = None
         self._present()
@@ -89,6 +94,10 @@ class Explorer(pn.viewable.Viewer):
         sizes = Sizes.of(presentation.projector, main_width(window, sidebar_shown) if window else None)
         for view in (self.toolbar, self.overview, self.strips, self.ledger, self.hand):
             view.set_sizes(sizes)
+
+    def _seen(self, name: str, event: param.parameterized.Event) -> None:
+        unseen = set(self.state.unseen) - {name} if event.new else set(self.state.unseen) | {name}
+        self.state.unseen = sorted(unseen)
 
     @classmethod
     def from_link(cls, value: str | None, gate: ComputeGate | None = None,

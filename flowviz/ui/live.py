@@ -72,6 +72,7 @@ LIVE_FRAME_BUDGET = 0.1  # seconds of rendering a live frame should take, at mos
 LIVE_SCALES = (1.0, 0.75, 0.5)  # of the live resolutions, for flows that cost more than the budget
 FIT_POINTS_LIVE = 512  # evaluation points for the KL after each layer in a live frame (~5 ms for 8 couplings)
 FIT_EVERY = 1.0  # seconds between those live estimates; the frames between carry the last one
+VIEWS_PANELS = frozenset({"overview", "density", "log_det", "samples"})  # the panels that show a frame's `views`
 
 
 def next_live_scale(index: int, seconds: float) -> int:
@@ -244,6 +245,10 @@ class LiveSession:
         self._step_times: deque[float] = deque(maxlen=400)
         self._frame_times: deque[float] = deque(maxlen=60)
         self._steps_since_snapshot = 0
+        # Panels the page does not show now ("overview", "density", "log_det", "samples"): live frames
+        # skip what only they would show, and the views draw them from the newest frame once seen.
+        self.unseen: frozenset[str] = frozenset()
+        self._live_model: np.ndarray | None = None
         self._load(spec, device, layer_ids)
 
     # -- building -----------------------------------------------------------------------------------
@@ -259,6 +264,7 @@ class LiveSession:
             self._version += 1
             self._live_scale = 0  # a new flow starts at full size
             self._live_fit = (-math.inf, None)
+            self._live_model = None
 
     def _prepare_views(self) -> None:
         spec = self.spec
@@ -353,6 +359,7 @@ class LiveSession:
             self._version += 1
             self._live_scale = 0  # the edited flow may cost less
             self._live_fit = (-math.inf, None)
+            self._live_model = None
             self.error = None
 
     # -- training -----------------------------------------------------------------------------------
@@ -539,11 +546,13 @@ class LiveSession:
             scale = LIVE_SCALES[self._live_scale]
             request = self._request(round(LIVE_STRIP_RESOLUTION * scale))
             views, self._live_frames = self._live_views, self._live_frames + 1
-            due = self._live_frames % STRIPS_EVERY == 0
+            due = self._live_frames % STRIPS_EVERY == 0 and not VIEWS_PANELS <= self.unseen
             if due or views is None or views.layers != [i for i, _ in flow.active()] or self._live_request != request:
                 views = self._live_views = evaluate_grid(flow, request, noise, exact=False)
                 self._live_request = request
-            model = output_log_prob(flow, self._request(round(LIVE_MODEL_RESOLUTION * scale)))
+            model = self._live_model
+            if model is None or "overview" not in self.unseen:
+                model = self._live_model = output_log_prob(flow, self._request(round(LIVE_MODEL_RESOLUTION * scale)))
         titles = [layer.info.title for _, layer in flow.active()]
         return Frame(step, views, model, titles, kind, self._kl_by_depth(flow, kind))
 

@@ -139,6 +139,46 @@ export function render({ model }) {
         self.param.update(filename=name, error="", value=content)
 
 
+class InView(JSComponent):
+    """Whether the panel this sits in is on screen: a marker that watches its enclosing layout with an
+    IntersectionObserver and reports each change (`in_view`). Views skip the panels nobody sees (scrolled
+    away, or hidden) and draw them from the newest frame when they come into view: at 1680×1300 the
+    ln|det J| and sample strips are below the fold, yet were sent and painted with every frame.
+    """
+
+    in_view = param.Boolean(default=True, doc="any part of the enclosing panel is on screen")
+
+    def _handle_msg(self, data) -> None:
+        if not (isinstance(data, dict) and isinstance(data.get("in_view"), bool)):
+            return
+        value, doc = data["in_view"], pn.state.curdoc
+        if doc is None or doc.session_context is None:
+            self.in_view = value
+        else:  # the views edit Bokeh models when a panel comes into view: under the document's lock
+            doc.add_next_tick_callback(lambda: setattr(self, "in_view", value))
+
+    _esm = """
+export function render({ model }) {
+  const marker = document.createElement('span');
+  let observer = null;
+  model.on('after_render', () => {
+    // This component's element sits in its layout's shadow root; that root's host is the panel.
+    const own = marker.getRootNode().host;
+    const root = own ? own.getRootNode() : null;
+    const panel = root && root.host ? root.host : (own ? own.parentElement : null);
+    if (!panel || observer) return;
+    let last = null;
+    observer = new IntersectionObserver((entries) => {
+      const seen = entries[entries.length - 1].isIntersecting;
+      if (seen !== last) { last = seen; model.send_msg({ in_view: seen }); }
+    }, { rootMargin: '80px' });
+    observer.observe(panel);
+  });
+  model.on('remove', () => { if (observer) observer.disconnect(); });
+  return marker;
+}"""
+
+
 class Screen(JSComponent):
     """The width of the browser window, for sizing the views (`window_width`, 0 until the page reports it).
 

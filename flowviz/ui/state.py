@@ -83,6 +83,8 @@ class ExperimentState(param.Parameterized):
     overlay = param.Boolean(default=False, doc="show the target's samples over the densities")
     cumulative = param.Boolean(default=False, doc="the ln|det J| strip shows the sum over layers up to k")
     message = param.String(default="", doc="what was wrong with the last thing asked, and what to do")
+    unseen = param.List(default=[], item_type=str,
+                        doc="frame panels the page has out of view (scrolled away or hidden): drawn once seen")
 
     def __init__(self, spec: ExperimentSpec | None = None, gate: ComputeGate | None = None,
                  exact_in_background: bool = False, **params):
@@ -351,6 +353,10 @@ class ExperimentState(param.Parameterized):
         else:
             self.live.pause()
             self.render_now(coarse_first=False)  # the last live frame stands until the exact one comes
+
+    @param.depends("unseen", watch=True)
+    def _tell_live(self) -> None:
+        self.live.unseen = frozenset(self.unseen)
 
     @param.depends("steps_per_frame", watch=True)
     def _speed(self) -> None:

@@ -276,11 +276,16 @@ def fit_label(kl: list[float], k: int, exact: bool) -> tuple[str, str, str]:
     return text, f"{change:+.{digits}f}".replace("-", "−"), FELL if change < 0 else ROSE
 
 
+def fits_source(source: ColumnDataSource, columns: dict) -> bool:
+    """Whether a strip's new `columns` put their panels where the shared source has them now."""
+    return list(source.data.get("x", [])) == columns["x"] and list(source.data.get("y", [])) == columns["y"]
+
+
 def send_images(source: ColumnDataSource, columns: list[dict]) -> None:
-    """Send both image strips' new columns in one change (the positions are shared)."""
+    """Send the image strips' new columns in one change (the positions are shared): one strip's
+    alone where they fit the source, else both, which then replace it."""
     merged = {key: value for part in columns for key, value in part.items()}
-    if len(source.data.get("x", [])) == len(merged["x"]) and list(source.data["x"]) == merged["x"] \
-            and list(source.data["y"]) == merged["y"]:
+    if fits_source(source, merged):
         source.data.update({k: v for k, v in merged.items() if k not in ("x", "y", "dw", "dh")})
     else:
         source.data = merged

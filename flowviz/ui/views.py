@@ -13,6 +13,8 @@ redraws from it (`param.depends(..., watch=True)`); no view calls another.
 from __future__ import annotations
 
 import functools
+import math
+import time
 
 import numpy as np
 import panel as pn
@@ -29,10 +31,11 @@ from flowviz.ui.live import FIT_POINTS_LIVE, LIVE_STRIP_RESOLUTION
 from flowviz.ui.plots import DepthAnimation, LossChart, TargetAndModel
 from flowviz.ui.stack import LayerStack
 from flowviz.ui.state import ANIMATION_EVERY, ExperimentState
-from flowviz.ui.strips import ImageStrip, SampleStrip, image_source, send_images
+from flowviz.ui.strips import ImageStrip, SampleStrip, fits_source, image_source, send_images
 from flowviz.ui.teaching import LEDGER_CSS, formula_tex, ledger_html, step_explanation
 
 ANIMATION_STEPS = 24  # animation ticks per layer
+LOSS_EVERY_S = 1.0  # while training, seconds between updates of the loss chart
 # What the density strip shows, by Frame.kind: the page says when it is not the exact chain.
 DENSITY_TITLES = {
     "exact": "Density q_k after each layer (exact: each depth through its inverse chain)",
@@ -272,8 +275,16 @@ class Overview(StateView):
         target_fig.on_event(Pan, lambda event: self.target_event(event.x, event.y, "drag"))
         self.target_column = pn.Column(target_fig, pn.Row(self.draw, self.clear, self.use), self.draw_note, width=260)
         self._shown_target = None
+        self._shown = None  # the frame last drawn
+        self._loss_drawn = -math.inf  # when the loss chart was last updated
         self._show_target()
         self._show_frame()
+
+    @param.depends("state.unseen", watch=True)
+    def _come_into_view(self) -> None:
+        if "overview" not in self.state.unseen and self._shown is not self.state.frame:
+            self._show_frame()
+            self._animate()
 
     def target_event(self, x: float, y: float, gesture: str) -> None:
         """A click ("tap") or a drag on the target: paints while drawing, else a click follows the point."""
@@ -297,15 +308,19 @@ class Overview(StateView):
     @edits_bokeh
     def _show_frame(self) -> None:
         frame, state = self.state.frame, self.state
-        if frame is None:
+        if frame is None or "overview" in state.unseen:
             return
+        self._shown = frame
         self.target_model.update(frame.model, quantised=frame.transient)
         self.player.end = max(len(frame.views.layers), 1) * ANIMATION_STEPS
         # While training or a hand drags a layer, the animation (a fourth view of the same frame)
         # refreshes every few frames; the exact frame that follows a drag redraws it.
         if not frame.transient or state.frames_shown % ANIMATION_EVERY == 0:
             self._animate()
-        if state.playing or not frame.transient:  # (a drag adds no loss)
+        # While training the loss chart, the page's costliest figure to redraw, follows once a second.
+        now = time.perf_counter()
+        if not frame.transient or (state.playing and now - self._loss_drawn >= LOSS_EVERY_S):  # (a drag adds no loss)
+            self._loss_drawn = now
             self.loss.update(state.live.losses, state.live.evaluations, state.kl_label())
 
     @edits_bokeh
@@ -371,7 +386,7 @@ class StripsView(StateView):
                                             self.fit_note, sizing_mode="stretch_width"),
                        "log_det": pn.Column(self.cumulative, self.log_det.figure, sizing_mode="stretch_width"),
                        "samples": pn.Column(self.samples.figure, sizing_mode="stretch_width")}
-        self._drawn = None  # the views last sent
+        self._drawn: dict[str, object] = {}  # strip name -> the views it last drew
         self._show_slices_switch()
         self._draw()
 
@@ -388,12 +403,16 @@ class StripsView(StateView):
         if found is not None:
             self.state.follow(*found)
 
-    @param.depends("state.frame", watch=True)
+    @param.depends("state.frame", "state.unseen", watch=True)
     @edits_bokeh
     def _new_frame(self) -> None:
         frame = self.state.frame
-        if frame is not None and frame.views is not self._drawn:  # else a live frame that refreshed only the model view
+        # (a live frame that refreshed only the model view carries the views already drawn)
+        if frame is not None and any(self._drawn.get(name) is not frame.views for name in self._seen()):
             self._draw()
+
+    def _seen(self) -> list[str]:
+        return [name for name in self.panels if name not in self.state.unseen]
 
     @param.depends("state.cumulative", watch=True)
     @edits_bokeh
@@ -402,22 +421,33 @@ class StripsView(StateView):
         if frame is None:
             return
         views, titles = frame.views, frame.layer_titles
-        self._drawn = views
+        seen = self._seen()
+        self._drawn.update({name: views for name in seen})
         title, short = DENSITY_TITLES[frame.kind], SHORT_DENSITY_TITLES[frame.kind]
         side = views.log_q.shape[-1]
         if frame.kind == "live" and side < LIVE_STRIP_RESOLUTION:  # a costly flow, drawn coarser
             title, short = (t.replace("live preview", f"live preview at {side}×{side}") for t in (title, short))
         quantised = frame.transient
         fit = frame.kl_by_depth
-        send_images(self.density.images, [self.density.columns(views, spec.view, titles, quantised=quantised,
-                                                               footer=fit is not None),
-                                          self.log_det.columns(views, spec.view, titles, self.state.cumulative,
-                                                               quantised)])
-        self.density.show_fit(fit, frame.kind == "exact")
-        self._show_fit_note(fit is not None)
-        self.samples.update(views, spec.view, titles)
-        for strip, choices in ((self.density, (title, short)), (self.log_det, LOG_DET_TITLES),
-                               (self.samples, SAMPLE_TITLES)):
+        images = {"density": lambda: self.density.columns(views, spec.view, titles, quantised=quantised,
+                                                          footer=fit is not None),
+                  "log_det": lambda: self.log_det.columns(views, spec.view, titles, self.state.cumulative, quantised)}
+        parts = {name: columns() for name, columns in images.items() if name in seen}
+        if parts and not fits_source(self.density.images, next(iter(parts.values()))):
+            # New positions (another stack, another size) replace the source: both columns go together
+            parts.update({name: columns() for name, columns in images.items() if name not in parts})
+            self._drawn.update({name: views for name in parts})
+        if parts:
+            send_images(self.density.images, list(parts.values()))
+        if "density" in seen:
+            self.density.show_fit(fit, frame.kind == "exact")
+            self._show_fit_note(fit is not None)
+        if "samples" in seen:
+            self.samples.update(views, spec.view, titles)
+        for name, strip, choices in (("density", self.density, (title, short)), ("log_det", self.log_det, LOG_DET_TITLES),
+                                     ("samples", self.samples, SAMPLE_TITLES)):
+            if name not in seen:
+                continue
             wanted = next((choice for choice in choices if strip.fits(choice)), choices[-1])
             if strip.figure.title.text != wanted:
                 strip.figure.title.text = wanted
@@ -453,6 +483,7 @@ class StripsView(StateView):
     def set_sizes(self, sizes: Sizes) -> None:
         for strip in (self.density, self.log_det, self.samples):
             strip.set_sizes(sizes)
+        self._drawn = {}  # a strip out of view now is drawn at these sizes once it is seen
         self._draw()
 
     def __panel__(self):
