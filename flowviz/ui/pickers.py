@@ -139,6 +139,17 @@ export function render({ model }) {
         self.param.update(filename=name, error="", value=content)
 
 
+def set_under_document_lock(component: param.Parameterized, name: str, value) -> None:
+    """Set a parameter from a page's message so that the views it wakes edit Bokeh models under the
+    document's lock: on the next tick in a server session (the message may come before it), at once
+    outside one."""
+    doc = pn.state.curdoc
+    if doc is None or doc.session_context is None:
+        setattr(component, name, value)
+    else:
+        doc.add_next_tick_callback(lambda: setattr(component, name, value))
+
+
 class InView(JSComponent):
     """Whether the panel this sits in is on screen: a marker that watches its enclosing layout with an
     IntersectionObserver and reports each change (`in_view`). Views skip the panels nobody sees (scrolled
@@ -151,11 +162,7 @@ class InView(JSComponent):
     def _handle_msg(self, data) -> None:
         if not (isinstance(data, dict) and isinstance(data.get("in_view"), bool)):
             return
-        value, doc = data["in_view"], pn.state.curdoc
-        if doc is None or doc.session_context is None:
-            self.in_view = value
-        else:  # the views edit Bokeh models when a panel comes into view: under the document's lock
-            doc.add_next_tick_callback(lambda: setattr(self, "in_view", value))
+        set_under_document_lock(self, "in_view", data["in_view"])  # the views draw a panel that comes into view
 
     _esm = """
 export function render({ model }) {
@@ -194,11 +201,7 @@ class Screen(JSComponent):
     def _handle_msg(self, data) -> None:
         if not (isinstance(data, dict) and isinstance(data.get("width"), int) and 0 < data["width"] < 100_000):
             return
-        width, doc = data["width"], pn.state.curdoc
-        if doc is None or doc.session_context is None:
-            self.window_width = width
-        else:  # the views resize Bokeh models: do it under the document's lock (this message may come before)
-            doc.add_next_tick_callback(lambda: setattr(self, "window_width", width))
+        set_under_document_lock(self, "window_width", data["width"])  # the views resize Bokeh models
 
     _esm = """
 export function render({ model }) {
