@@ -61,7 +61,8 @@ OBSERVE = """
   const watch = () => {
     const span = find(document);
     if (!span) { setTimeout(watch, 50); return; }
-    const host = span.parentNode.parentNode;
+    // The shadow root that holds it: a Bokeh Div renders a new element for each text.
+    const host = span.getRootNode();
     new MutationObserver(() => {
       const now = find(document);
       if (now) window.fvChanges.push([performance.now(), Number(now.textContent.replace(/,/g, ''))]);

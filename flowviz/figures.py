@@ -369,6 +369,7 @@ class TrainingRecorder:
         self._arrived = 0
         self._stride = 1
         self._lock = threading.Lock()
+        self._colored: tuple[np.ndarray, np.ndarray] | None = None  # the last base points and their colours
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -393,7 +394,12 @@ class TrainingRecorder:
         samples = np.zeros((0, 2), np.float32) if samples is None else np.array(samples, np.float32).reshape(-1, 2)
         colors = None
         if base_samples is not None and len(base_samples) == len(samples):
-            colors = _sample_colors(np.asarray(base_samples, np.float32).reshape(-1, 2))
+            base = np.asarray(base_samples, np.float32).reshape(-1, 2)
+            # Live frames push the same seeded base points every time: their colours are computed once
+            # (they cost ~1 ms of the server's event loop per frame otherwise).
+            if self._colored is None or not np.array_equal(self._colored[0], base):
+                self._colored = (base.copy(), _sample_colors(base))
+            colors = self._colored[1]
         frame = TrainingFrame(int(step), float(loss), log_q, samples, colors)
         with self._lock:
             index = self._arrived

@@ -230,7 +230,7 @@ def test_a_step_moves_the_counter_and_the_views(explorer):
     model_before = np.array(explorer.overview.target_model.model.data["image"][0])
     explorer.state.step()
     assert explorer.state.live.step == 1
-    assert "step <span id='fv-step'>1</span>" in explorer.toolbar.status.object
+    assert "step <span id='fv-step'>1</span>" in explorer.toolbar.status_line.text
     assert not np.array_equal(model_before, explorer.overview.target_model.model.data["image"][0])
 
 
@@ -643,3 +643,25 @@ def test_a_learned_base_moves_by_hand_from_the_base_card():
         assert state.held_part() is None and not hand.panel.visible and not page.base.by_hand.visible
     finally:
         page.close()
+
+
+def test_a_frame_answer_reaches_the_clock_without_marking_the_server_busy():
+    """The page answers every frame; Panel's busy flag (and its watchers) must not flip for it."""
+    from bokeh.document import Document
+    from panel.models.esm import DataEvent
+
+    from flowviz.ui.pickers import FrameClock
+
+    clock, doc = FrameClock(), Document()
+    model = clock.get_root(doc)
+    doc.add_root(model)  # subscribes the model to the page's events
+    answered, busy = [], []
+    clock.on_painted = lambda: answered.append(clock.painted)
+    watcher = pn.state.param.watch(lambda event: busy.append(event.new), "busy")
+    try:
+        clock.sent()
+        assert not clock.ready()
+        doc.callbacks.trigger_event(DataEvent(model=model, data={"painted": 1}))
+    finally:
+        pn.state.param.unwatch(watcher)
+    assert answered == [1] and clock.ready() and busy == []
