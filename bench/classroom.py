@@ -133,6 +133,24 @@ def _painted(component: str, shown: int) -> dict:
                                                                                      ["data", data]]}}}]}
 
 
+def _entries(value: object) -> dict:
+    """A Bokeh-serialised map ({"type": "map", "entries": [[key, value], ...]}) as a dict."""
+    return dict(value.get("entries", [])) if isinstance(value, dict) and value.get("type") == "map" else {}
+
+
+def _shown(patch: dict, component: str) -> int | None:
+    """The frame count a patch's FrameClock message carries (the server sends it as an ESM message,
+    last in a frame's patch), or None."""
+    for event in patch.get("events", []):
+        data = event.get("msg_data", {}) if event.get("kind") == "MessageSent" else {}
+        if not isinstance(data, dict) or data.get("name") != "esm_event":
+            continue
+        values = _entries(data.get("values"))
+        if values.get("model", {}).get("id") == component and isinstance(_entries(values.get("data")).get("shown"), int):
+            return _entries(values["data"])["shown"]
+    return None
+
+
 async def attend(url: str, student: Student, stop: asyncio.Event, click: asyncio.Event | None = None,
                  joined: list | None = None) -> None:
     """One student: open the page, press Play, read frames until `stop`; once `click` is set, press
@@ -185,9 +203,9 @@ async def attend(url: str, student: Student, stop: asyncio.Event, click: asyncio
             if student.clicked_at and student.click_ms is None and any(label in content for label in PLAY_LABEL):
                 student.click_ms = 1000 * (time.perf_counter() - student.clicked_at)
             if clock and header["msgtype"] == "PATCH-DOC" and b'"shown"' in content:
-                for event in json.loads(content).get("events", []):
-                    if event.get("attr") == "shown" and event.get("model", {}).get("id") == clock[1]:
-                        await send(_painted(clock[0], int(event["new"])))  # painted at once
+                shown = _shown(json.loads(content), clock[0])
+                if shown is not None:
+                    await send(_painted(clock[0], shown))  # painted at once
         if click is not None:
             pausing.cancel()
         ws.close()

@@ -560,6 +560,21 @@ def test_sessions_on_one_target_share_its_read_only_picture():
 
 
 # -- hand mode ---------------------------------------------------------------------------------------
+def test_the_hand_panel_joins_the_page_only_when_a_layer_is_taken_in_hand(explorer):
+    """Until then its Bokeh models stay out of the document that every frame's message is checked against."""
+    from bokeh.document import Document
+
+    doc = Document()
+    doc.add_root(pn.panel(explorer).get_root(doc))
+    state, hand = explorer.state, explorer.hand
+    assert doc.get_model_by_id(hand.fig.id) is None
+    explorer.layer_editor.stack.act({"action": "add", "type": "radial", "index": 0})
+    state.hold(state.layer_ids[0])
+    assert doc.get_model_by_id(hand.fig.id) is hand.fig and hand.panel.visible
+    state.hold(None)
+    assert not hand.panel.visible
+
+
 def test_hand_mode_moves_a_layer_every_view_follows_and_undo_and_done_put_it_back(explorer):
     state, hand = explorer.state, explorer.hand
     explorer.layer_editor.stack.act({"action": "add", "type": "radial", "index": 0})

@@ -81,6 +81,10 @@ class HandView(StateView):
                                                     pn.Row(self.undo, self.done),
                                                     min_width=280, max_width=520, styles={"flex": "1 1 280px"}),
                                 gap="12px", visible=False, sizing_mode="stretch_width", css_classes=["fv-hand"])
+        # The panel joins the page the first time a part is taken in hand: until then its ~110 Bokeh
+        # models would be sent with the page and walked by every message of every frame (Bokeh
+        # serialises a patch against all the document's models).
+        self.holder = pn.Column(sizing_mode="stretch_width", margin=0)
         self._grabbed: Handle | None = None
         self._grab: tuple[tuple[float, float], tuple[float, float]] = ((0.0, 0.0), (0.0, 0.0))  # press, tip then
         self._sliders_for: tuple | None = None
@@ -120,6 +124,8 @@ class HandView(StateView):
         if held is None:
             self._sliders_for = None
             return
+        if not self.holder.objects:
+            self.holder.objects = [self.panel]
         if self._view != self.state.spec.view:  # (a preset or a link with another view box)
             self._view = self.state.spec.view
             self.plot.set_view(self._view)
@@ -271,4 +277,4 @@ class HandView(StateView):
         self.plot.set_sizes(sizes)
 
     def __panel__(self):
-        return self.panel
+        return self.holder
