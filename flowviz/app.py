@@ -115,4 +115,8 @@ if __name__.startswith("bokeh"):
     closed_page_writes_are_not_errors(IOLoop.current().asyncio_loop)
     pn.extension("katex", notifications=False)
     # `panel serve flowviz/app.py --args PRESET` (what `flowviz serve PRESET` runs) sets sys.argv.
-    create_app(_link_from_request(), sys.argv[1] if len(sys.argv) > 1 else DEFAULT_PRESET).servable(title="flowviz")
+    app = create_app(_link_from_request(), sys.argv[1] if len(sys.argv) > 1 else DEFAULT_PRESET)
+    # Bokeh walks the document's whole model graph after each root the template adds (21 roots, ~690
+    # models); frozen, it walks it once: a page's document is built in 0.7 s instead of 1.9-2.4 s.
+    with pn.state.curdoc.models.freeze():
+        app.servable(title="flowviz")
