@@ -631,7 +631,11 @@ def test_dragging_a_planar_line_by_hand_moves_the_density_strip_and_the_ledger(p
     page.mouse.up()
     wait_until(lambda: explorer.state.live.handles(layer_id)["anchor"] != pytest.approx(anchor, abs=0.1), 10,
                "the line to move")
-    wait_until(lambda: explorer.state.frame.kind == "exact", 20, "the exact frame once the hand lets go")
+    # The frame before the drag was exact too, and a coarse frame of the drag may still be on its way:
+    # wait for the exact frame drawn in the strip (full size) after it.
+    wait_until(lambda: explorer.state.frame.kind == "exact"
+               and np.shape(strip.images.data["density"][1]) == density_before.shape, 20,
+               "the exact frame once the hand lets go")
     density_after = np.array(strip.images.data["density"][1], np.float64)
     assert density_after.shape == density_before.shape and np.abs(density_after - density_before).max() > 1e-3
     assert explorer.state.ledger.rows[-1].log_det != pytest.approx(ledger_before, abs=1e-6)
