@@ -146,8 +146,9 @@ def _shown(patch: dict, component: str) -> int | None:
         if not isinstance(data, dict) or data.get("name") != "esm_event":
             continue
         values = _entries(data.get("values"))
-        if values.get("model", {}).get("id") == component and isinstance(_entries(values.get("data")).get("shown"), int):
-            return _entries(values["data"])["shown"]
+        shown = _entries(values.get("data")).get("shown")
+        if values.get("model", {}).get("id") == component and isinstance(shown, int):
+            return shown
     return None
 
 
