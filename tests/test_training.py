@@ -259,3 +259,21 @@ def test_optimal_pairs_are_a_permutation_at_the_least_total_cost():
     assert cost == pytest.approx(best)
     blocked = optimal_pairs(x0, x1, block=4)  # two blocks: 0-3 among themselves, 4-5 among themselves
     assert sorted(blocked[:4].tolist()) == [0, 1, 2, 3] and sorted(blocked[4:].tolist()) == [4, 5]
+
+
+def test_the_held_out_log_density_is_the_targets_and_follows_a_new_test_size():
+    """ln p at the held-out points is computed once (moons: a quadrature per point) and must stay the
+    target's own at exactly those points, also after `retune` draws another number of them."""
+    spec = ExperimentSpec.from_dict({"target": {"name": "moons"}, "layers": [{"type": "affine_coupling"}],
+                                     "training": {"test_size": 300}})
+    trainer = Trainer(spec)
+    assert torch.equal(trainer.test_log_p(), trainer.target.log_prob(trainer.test_points))
+    before = trainer.evaluate().kl
+    trainer.retune(ExperimentSpec.from_dict({**spec.to_dict(), "training": {**spec.to_dict()["training"], "test_size": 500}}))
+    assert trainer.test_log_p().shape == (500,)
+    assert torch.equal(trainer.test_log_p(), trainer.target.log_prob(trainer.test_points))
+    assert trainer.evaluate().kl != before  # from the 500 points now
+    x = trainer.test_points[:200]
+    with torch.no_grad():
+        assert trainer.kl_by_depth(points=200)[-1] == pytest.approx(
+            float((trainer.target.log_prob(x) - trainer.flow.log_prob(x)).double().mean()), abs=1e-6)

@@ -63,11 +63,12 @@ def forward_ess(log_w: Tensor) -> float:
 
 
 @torch.no_grad()
-def kl_by_depth(flow: Flow, target, reverse: bool, points: Tensor) -> list[float]:
+def kl_by_depth(flow: Flow, target, reverse: bool, points: Tensor, log_p: Tensor | None = None) -> list[float]:
     """KL between the target (exact ln p) and q_k for every depth k = 0..K, by Monte Carlo.
 
     reverse: KL(q_k‖p) from `points` drawn from the base, pushed through the layers (one pass);
-    otherwise KL(p‖q_k) at `points` drawn from the target, each depth through its inverse chain.
+    otherwise KL(p‖q_k) at `points` drawn from the target, each depth through its inverse chain
+    (`log_p`: the target's ln p at `points`, if known already: the same held-out points every time).
     The last value is the KL of the whole flow, as `Trainer.evaluate` reports it from the same points.
 
     Example:
@@ -89,5 +90,5 @@ def kl_by_depth(flow: Flow, target, reverse: bool, points: Tensor) -> list[float
                 depths.append(z)
                 log_q.append(log_q[0] - cum)
             return [float((lq - target.log_prob(z)).double().mean()) for lq, z in zip(log_q, depths)]
-        log_p = target.log_prob(points)  # (+inf where q_k = 0 inside p's support: a uniform base's edge)
+        log_p = target.log_prob(points) if log_p is None else log_p  # (+inf where q_k = 0 inside p's support: a uniform base's edge)
         return [float((log_p - lq).double().mean()) for lq in log_q_by_depth(flow, points)]
