@@ -11,9 +11,11 @@ import panel as pn
 import pytest
 import torch
 
+from flowviz.core.grid import GridRequest, output_log_prob
 from flowviz.core.link import spec_to_link
 from flowviz.core.presets import preset_path
 from flowviz.core.spec import ExperimentSpec
+from flowviz.core.training import Trainer
 from flowviz.ui.explorer import Explorer
 from flowviz.ui.live import ComputeGate, LiveSession
 from flowviz.ui.stack import LayerStack
@@ -179,6 +181,52 @@ def test_slow_motion_renders_every_step():
     # Each frame shows at most one new step: frames keep up with steps.
     assert live.frames_rendered >= live.step - 2
     live.close()
+
+
+def _live_frames(live: LiveSession, count: int) -> list:
+    frames: list = []
+    deadline = time.time() + 30
+    while len(frames) < count and time.time() < deadline:
+        frame = live.take_frame()
+        if frame is not None and frame.kind == "live":
+            frames.append(frame)
+        time.sleep(0.005)
+    return frames
+
+
+def _assert_shows(frame, trainer: Trainer) -> None:
+    while trainer.step_count < frame.step:
+        trainer.step()
+    request = GridRequest.from_view(dataclasses.replace(MOONS.view, resolution=frame.model.shape[0]))
+    np.testing.assert_allclose(frame.model, output_log_prob(trainer.flow, request), atol=1e-4)
+
+
+def test_each_live_frame_shows_the_model_as_trained_to_its_step_and_as_last_edited():
+    """The rendering thread copies only the trained tensors into its own copy of the model between
+    edits: every live frame must still show the model of its step, and an edit the next frame."""
+    live, reference = LiveSession(MOONS), Trainer(MOONS)  # the same seed: the same weights, step by step
+    live.steps_per_frame = 1
+    live.play()
+    frames = _live_frames(live, 5)
+    live.pause()
+    time.sleep(0.3)  # a step under way when pausing still ends
+    assert len(frames) == 5 and len({frame.step for frame in frames}) >= 3
+    for frame in frames:
+        _assert_shows(frame, reference)
+    # Switch the last layer off (the same modules: only the flow's enabled flags change), train on.
+    while reference.step_count < live.step:
+        reference.step()
+    layers = [*MOONS.layers[:-1], dataclasses.replace(MOONS.layers[-1], enabled=False)]
+    edited = dataclasses.replace(MOONS, layers=layers)
+    live.apply(edited, live.layer_ids)
+    reference.retune(edited)
+    reference.flow.enabled = [True, True, True, False]
+    live.play()
+    frames = _live_frames(live, 3)
+    live.close()
+    assert len(frames) == 3 and min(frame.step for frame in frames) >= reference.step_count
+    for frame in frames:
+        _assert_shows(frame, reference)
 
 
 # -- the explorer -----------------------------------------------------------------------------------
