@@ -22,6 +22,7 @@ from flowviz.core.presets import DEFAULT_PRESET
 from flowviz.ui.explorer import Explorer
 from flowviz.ui.layout import SIDEBAR_PX
 from flowviz.ui.live import ComputeGate
+from flowviz.ui.plots import leave_dimmed_copies_to_the_page
 from flowviz.ui.serving import closed_page_writes_are_not_errors
 
 TITLE = "flowviz · normalizing flows, layer by layer"
@@ -120,3 +121,4 @@ if __name__.startswith("bokeh"):
     # models); frozen, it walks it once: a page's document is built in 0.7 s instead of 1.9-2.4 s.
     with pn.state.curdoc.models.freeze():
         app.servable(title="flowviz")
+        leave_dimmed_copies_to_the_page(model for root in pn.state.curdoc.roots for model in root.references())

@@ -18,7 +18,7 @@ from flowviz.core.bases import BASES
 from flowviz.core.handles import Handle
 from flowviz.core.layers import LAYERS
 from flowviz.ui.layout import Sizes
-from flowviz.ui.plots import DENSITY_PALETTE, ColorScale, SquarePlot, nice_ceiling
+from flowviz.ui.plots import DENSITY_PALETTE, ColorScale, SquarePlot, leave_dimmed_copies_to_the_page, nice_ceiling
 from flowviz.ui.state import ExperimentState
 from flowviz.ui.views import StateView, edits_bokeh
 
@@ -66,6 +66,7 @@ class HandView(StateView):
         self.line_label = ColumnDataSource({"x": [], "y": [], "text": []})
         self.fig.text("x", "y", "text", source=self.line_label, text_font_size="13px", text_color="#ffffff",
                       x_offset=6)
+        leave_dimmed_copies_to_the_page(self.fig.references())  # (it joins the page after app.py's pass)
         self.fig.on_event(PanStart, lambda event: self.grab(event.x, event.y))
         self.fig.on_event(Pan, lambda event: self.drag(event.x, event.y))
         self.fig.on_event(PanEnd, lambda _event: self.let_go())
