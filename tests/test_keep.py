@@ -5,6 +5,7 @@ import base64
 import io
 import os
 import pickle
+import threading
 import time
 import zipfile
 
@@ -282,3 +283,30 @@ def test_the_held_out_nll_and_density_come_back_bit_for_bit():
     np.testing.assert_array_equal(second.frame.views.log_det, first.frame.views.log_det)
     first.close()
     second.close()
+
+
+def test_a_keep_while_training_never_waits_for_a_step_and_comes_on_a_later_tick(monkeypatch):
+    """The event loop that all sessions share keeps each session's state: while a step holds the
+    model (long, under load), a periodic keep returns at once and a later tick keeps."""
+    state = ExperimentState(SPEC)
+    keeper = KeepView(state)
+    sent = Sent(keeper)
+    state.live.step_once()
+    step, in_step, release = state.live.trainer.step, threading.Event(), threading.Event()
+
+    def slow_step():
+        in_step.set()
+        release.wait(10)
+        return step()
+
+    monkeypatch.setattr(state.live.trainer, "step", slow_step)
+    stepping = threading.Thread(target=state.live.step_once)
+    stepping.start()
+    assert in_step.wait(10)
+    started = time.perf_counter()
+    assert not keeper.keep()
+    assert time.perf_counter() - started < 0.5 and sent.kept == []
+    release.set()
+    stepping.join(10)
+    assert keeper.keep() and sent.kept[-1][1] == 2
+    state.close()

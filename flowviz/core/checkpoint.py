@@ -103,9 +103,15 @@ def experiment_key(spec: ExperimentSpec) -> str:
 
 def session_bytes(trainer: Trainer) -> bytes:
     """The trainer's whole state (`Trainer.training_state`) with its spec, as bytes."""
+    return state_bytes(trainer.spec, trainer.training_state())
+
+
+def state_bytes(spec: ExperimentSpec, state: dict[str, Any]) -> bytes:
+    """A training state (`Trainer.training_state`, a copy) of `spec`'s experiment, as `session_bytes`
+    writes it: apart, so that a caller can take the copy under its lock and write it outside."""
     buffer = io.BytesIO()
-    torch.save({"format": SESSION_FORMAT, "version": FORMAT_VERSION, "spec": trainer.spec.to_json(),
-                "key": experiment_key(trainer.spec), "state": trainer.training_state()}, buffer)
+    torch.save({"format": SESSION_FORMAT, "version": FORMAT_VERSION, "spec": spec.to_json(),
+                "key": experiment_key(spec), "state": state}, buffer)
     return buffer.getvalue()
 
 

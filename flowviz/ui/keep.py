@@ -216,12 +216,19 @@ class KeepView(StateView):
 
     def keep(self, force: bool = False) -> bool:
         """Send the training state to the page's storage if it trained since the last one and
-        KEEP_EVERY seconds have passed (or `force`); True if it was sent."""
+        KEEP_EVERY seconds have passed (or `force`: at a pause); True if it was sent.
+
+        Only a pause waits for the model (at most a step); otherwise, while a step or a frame's copy
+        holds it, the next tick tries again: this runs on the event loop all sessions share, which
+        must never wait for one session's training (under load a step holds the model for longer)."""
         now = time.monotonic()
         step = self.state.live.step
         if step == 0 or step == self._kept_step or (not force and now - self._kept_at < KEEP_EVERY):
             return False
-        content, step = self.state.live.kept_bytes()
+        kept = self.state.live.kept_bytes(wait=force)
+        if kept is None:
+            return False
+        content, step = kept
         self._kept_at, self._kept_step = now, step
         if len(content) > MAX_SESSION_BYTES:
             self._failed(f"this model's training state is {len(content) / 2**20:.0f} MiB, too large to keep")
