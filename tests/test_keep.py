@@ -310,3 +310,23 @@ def test_a_keep_while_training_never_waits_for_a_step_and_comes_on_a_later_tick(
     stepping.join(10)
     assert keeper.keep() and sent.kept[-1][1] == 2
     state.close()
+
+
+def test_a_session_training_flat_out_is_kept_within_a_few_ticks():
+    """The training thread takes the model's lock again right after each step; the keeper, which
+    never waits for it, gets a copy taken between two steps on a later tick."""
+    state = ExperimentState(SPEC)
+    keeper = KeepView(state)
+    sent = Sent(keeper)
+    state.playing = True
+    try:
+        deadline = time.time() + 30
+        while state.live.step < 20 and time.time() < deadline:
+            time.sleep(0.01)
+        while not sent.kept and time.time() < deadline:
+            keeper.keep()
+            time.sleep(0.02)  # the ticks of a page
+        assert sent.kept and sent.kept[-1][1] >= 20 and state.playing
+        assert int(read_session(sent.kept[-1][0], SPEC)["step"]) == sent.kept[-1][1]
+    finally:
+        state.close()

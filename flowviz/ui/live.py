@@ -105,13 +105,16 @@ class ComputeGate:
     it holds no session's data). Without it, 30 sessions are 60 runnable threads fighting over the
     GIL and two cores: measured with 10 sessions, two thirds of the CPU went to that fight, and each
     page got 1 frame/s. Jobs hand their slot straight to the oldest waiter, so a thread that loops
-    (training) cannot take it back ahead of the others.
+    (training) cannot take it back ahead of the others. Urgent jobs (a click's frame) go ahead of
+    all others, and while `held` (a page being built) only they start.
     """
 
     def __init__(self, slots: int):
         self._lock = threading.Lock()
         self._free = slots
         self._waiting: deque[threading.Lock] = deque()
+        self._urgent: deque[threading.Lock] = deque()
+        self._holds = 0
 
     def __enter__(self) -> None:
         self._wait(urgent=False)
@@ -126,22 +129,37 @@ class ComputeGate:
         finally:
             self.__exit__()
 
+    @contextlib.contextmanager
+    def held(self):
+        """No new training step or live frame starts inside the block (those under way finish;
+        urgent jobs still start): for building a page, which the event loop shared by every
+        session does, and which otherwise waits for the GIL behind a whole class's training."""
+        with self._lock:
+            self._holds += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holds -= 1
+                while not self._holds and self._free and self._waiting:
+                    self._free -= 1
+                    self._waiting.popleft().release()
+
     def _wait(self, urgent: bool) -> None:
         with self._lock:
-            if self._free and not self._waiting:
+            if self._free and not self._urgent and (urgent or not (self._holds or self._waiting)):
                 self._free -= 1
                 return
             ticket = threading.Lock()
             ticket.acquire()
-            if urgent:
-                self._waiting.appendleft(ticket)
-            else:
-                self._waiting.append(ticket)
+            (self._urgent if urgent else self._waiting).append(ticket)
         ticket.acquire()  # released by the job that hands its slot over
 
     def __exit__(self, *exc) -> None:
         with self._lock:
-            if self._waiting:
+            if self._urgent:
+                self._urgent.popleft().release()
+            elif self._waiting and not self._holds:
                 self._waiting.popleft().release()
             else:
                 self._free += 1
@@ -230,6 +248,8 @@ class LiveSession:
         self._replica_key: tuple[int, int] | None = None
         self._replica_pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._edits = 0  # counts changes to the model other than training steps
+        self._kept_copy_wanted = threading.Event()  # the page's keeper found the model busy
+        self._kept_copy: tuple[ExperimentSpec, dict, int] | None = None  # taken for it between two steps
         self._exact_wanted = threading.Event()
         self._preview_wanted = False  # the rendering thread shows a coarse frame before the exact one
         self._preview_only = False  # the rendering thread shows a coarse frame and no exact one (a hand drags)
@@ -311,16 +331,35 @@ class LiveSession:
             self.error = None
 
     def kept_bytes(self, wait: bool = True) -> tuple[bytes, int] | None:
-        """This session's whole training state (core.checkpoint.session_bytes) and its step count;
-        None without `wait` if a step or a frame's copy holds the model now. The copy is taken under
-        the lock and written (8 ms for realnvp-moons) outside it, where training goes on."""
-        if not self._lock.acquire(blocking=wait):
-            return None
-        try:
-            spec, state, step = self.trainer.spec, self.trainer.training_state(), self.step
-        finally:
-            self._lock.release()
+        """This session's whole training state (core.checkpoint.session_bytes) and its step count.
+
+        The copy is taken under the lock and written (8 ms for realnvp-moons) outside it, where
+        training goes on. Without `wait`, for a caller that must not wait for a step (the event loop
+        all sessions share): the copy is taken now if the model is free, else the training thread
+        takes one between its next two steps and a later call gets it (None until then)."""
+        if self._lock.acquire(blocking=wait):
+            try:
+                copied = self._training_state_copy()
+            finally:
+                self._lock.release()
+        else:
+            with self._frame_lock:
+                copied, self._kept_copy = self._kept_copy, None
+            if copied is None:
+                self._kept_copy_wanted.set()
+                return None
+        spec, state, step = copied
         return state_bytes(spec, state), step
+
+    def _training_state_copy(self) -> tuple[ExperimentSpec, dict, int]:
+        return self.trainer.spec, self.trainer.training_state(), self.step
+
+    def _serve_kept_copy(self) -> None:
+        with self._lock:
+            copied = self._training_state_copy()
+        with self._frame_lock:
+            self._kept_copy = copied
+        self._kept_copy_wanted.clear()
 
     def restore(self, content: bytes) -> int:
         """Carry on from a kept training state of this experiment; returns its step count. ValueError
@@ -442,6 +481,8 @@ class LiveSession:
                 continue
             if self._snapshot_wanted.is_set():
                 self._snapshot_done.wait(0.5)  # step aside: the rendering thread copies the model now
+            if self._kept_copy_wanted.is_set():
+                self._serve_kept_copy()
             if self.steps_per_frame:
                 with self._lock:
                     if self._steps_since_snapshot >= self.steps_per_frame:
