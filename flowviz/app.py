@@ -116,9 +116,13 @@ if __name__.startswith("bokeh"):
     closed_page_writes_are_not_errors(IOLoop.current().asyncio_loop)
     pn.extension("katex", notifications=False)
     # `panel serve flowviz/app.py --args PRESET` (what `flowviz serve PRESET` runs) sets sys.argv.
-    app = create_app(_link_from_request(), sys.argv[1] if len(sys.argv) > 1 else DEFAULT_PRESET)
-    # Bokeh walks the document's whole model graph after each root the template adds (21 roots, ~690
-    # models); frozen, it walks it once: a page's document is built in 0.7 s instead of 1.9-2.4 s.
-    with pn.state.curdoc.models.freeze():
-        app.servable(title="flowviz")
-        leave_dimmed_copies_to_the_page(model for root in pn.state.curdoc.roots for model in root.references())
+    # While this page is built, the process's training steps and live frames wait (those under way
+    # finish): the build runs on the event loop every session shares, and under a class's training it
+    # waited for the GIL behind them.
+    with pn.state.as_cached("flowviz-compute-gate", compute_gate).held():
+        app = create_app(_link_from_request(), sys.argv[1] if len(sys.argv) > 1 else DEFAULT_PRESET)
+        # Bokeh walks the document's whole model graph after each root the template adds (21 roots,
+        # ~600 models); frozen, it walks it once: a page's document is built in 0.7 s instead of 1.9-2.4 s.
+        with pn.state.curdoc.models.freeze():
+            app.servable(title="flowviz")
+            leave_dimmed_copies_to_the_page(model for root in pn.state.curdoc.roots for model in root.references())

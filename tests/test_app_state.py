@@ -492,6 +492,29 @@ def test_an_urgent_job_goes_ahead_of_every_waiting_one():
     assert entered == [0, 9, 1, 2, 3]
 
 
+def test_while_the_gate_is_held_only_urgent_jobs_start_and_the_rest_follow_in_order():
+    gate, entered = ComputeGate(2), []
+
+    def job(i: int, urgent: bool = False) -> None:
+        with gate.urgent() if urgent else gate:
+            entered.append(i)
+
+    threads = []
+    with gate.held():  # a page being built
+        for i in (1, 2, 3):
+            threads.append(threading.Thread(target=job, args=(i,)))
+            threads[-1].start()
+            time.sleep(0.02)
+        assert entered == []  # two slots free, and still no step or frame starts
+        threads.append(threading.Thread(target=job, args=(9, True)))  # a click's frame
+        threads[-1].start()
+        threads[-1].join(5)
+        assert entered == [9]
+    for thread in threads:
+        thread.join(5)
+    assert entered == [9, 1, 2, 3]
+
+
 def test_a_thread_that_loops_on_the_gate_cannot_starve_a_waiting_one():
     gate, laps, seen_at = ComputeGate(1), [0], []
 
