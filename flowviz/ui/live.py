@@ -342,6 +342,9 @@ class LiveSession:
                 copied = self._training_state_copy()
             finally:
                 self._lock.release()
+            self._kept_copy_wanted.clear()
+            with self._frame_lock:
+                self._kept_copy = None  # an older one, asked for earlier, would come later than this
         else:
             with self._frame_lock:
                 copied, self._kept_copy = self._kept_copy, None
