@@ -493,7 +493,7 @@ def test_an_urgent_job_goes_ahead_of_every_waiting_one():
 
 
 def test_while_the_gate_is_held_only_urgent_jobs_start_and_the_rest_follow_in_order():
-    gate, entered = ComputeGate(2), []
+    gate, entered = ComputeGate(1), []  # (one slot: with two, jobs 1 and 2 would start together, in either order)
 
     def job(i: int, urgent: bool = False) -> None:
         with gate.urgent() if urgent else gate:
@@ -505,7 +505,7 @@ def test_while_the_gate_is_held_only_urgent_jobs_start_and_the_rest_follow_in_or
             threads.append(threading.Thread(target=job, args=(i,)))
             threads[-1].start()
             time.sleep(0.02)
-        assert entered == []  # two slots free, and still no step or frame starts
+        assert entered == []  # the slot is free, and still no step or frame starts
         threads.append(threading.Thread(target=job, args=(9, True)))  # a click's frame
         threads[-1].start()
         threads[-1].join(5)
