@@ -139,7 +139,7 @@ def test_a_new_learning_rate_keeps_adams_state():
     optimizer = live.trainer.optimizer
     live.apply(MOONS.replace(training={"learning_rate": 1e-4}), [0, 1, 2, 3])
     assert live.trainer.optimizer is optimizer
-    assert optimizer.param_groups[0]["lr"] == 1e-4
+    assert optimizer.lr == 1e-4
     live.close()
 
 

@@ -41,6 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from flowviz.core.adam import Adam
 from flowviz.core.build import build_flow, build_target
 from flowviz.core.devices import resolve_device
 from flowviz.core.diagnostics import forward_ess, importance, kl_by_depth
@@ -159,9 +160,7 @@ class Trainer:
         self._parameters = list(self.flow.parameters())
         # An empty stack over a fixed base has nothing to learn; steps then only measure the loss.
         fused = self.device.type in ("cpu", "cuda")  # one kernel for the whole update, where torch has it
-        self.optimizer = (
-            torch.optim.Adam(self._parameters, lr=self.settings.learning_rate, fused=fused) if self._parameters else None
-        )
+        self.optimizer = Adam(self._parameters, self.settings.learning_rate, fused=fused) if self._parameters else None
         self.step_count = 0
         self.losses: list[float] = []
         self.last_grad_norm: float | None = None
@@ -186,8 +185,7 @@ class Trainer:
         self.spec = spec
         self.settings = spec.training
         if self.optimizer is not None:
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.settings.learning_rate
+            self.optimizer.lr = self.settings.learning_rate
 
     # -- the whole training state ---------------------------------------------------------------------
     def training_state(self) -> dict[str, Any]:
@@ -323,7 +321,7 @@ class Trainer:
             raise self._reject(Stage.LOSS)
         if self.optimizer is None:
             return self._record(loss)
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()
         loss.backward()
         grads = [p.grad for p in self._parameters if p.grad is not None]
         norm = float(torch.linalg.vector_norm(_flat(grads))) if grads else 0.0
@@ -349,7 +347,7 @@ class Trainer:
         culprit = self._first_nonfinite_layer(stage)
         self._snapshot.restore()
         if self.optimizer is not None:
-            self.optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad()
         if culprit is None:
             position, title = None, "base"
         else:
