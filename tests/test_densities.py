@@ -159,3 +159,20 @@ def test_points_target_standardises_and_splits():
 def test_points_target_rejects_bad_arrays(bad):
     with pytest.raises(ValueError):
         Points(bad)
+
+
+@pytest.mark.parametrize("name", ["moons", "swissroll"])
+def test_curve_density_is_the_mean_of_gaussians_over_its_knots(name):
+    # The fast form (one matrix product of distances) against the definition, term by term in float64,
+    # near the curve, between its arms and far out, where every term underflows but the log does not.
+    target = TARGETS[name]()
+    knots = target.curve((torch.arange(target.knots, dtype=torch.float64) + 0.5) / target.knots).double()
+    x = torch.cat([torch.rand(300, 2, generator=torch.Generator().manual_seed(0)) * 8 - 4,
+                   torch.tensor([[0.0, 0.0], [40.0, -40.0]])])
+    sq = (x.double()[:, None, :] - knots[None]).square().sum(-1)
+    sigma = target.sigma
+    exact = torch.logsumexp(-sq / (2 * sigma**2), -1) - math.log(2 * math.pi * sigma**2 * target.knots)
+    got = target.log_prob(x)
+    assert got.dtype == torch.float32
+    assert torch.allclose(got.double(), exact, rtol=1e-6, atol=1e-5)
+    assert exact[-1] < -10_000 and torch.isfinite(got[-1])
