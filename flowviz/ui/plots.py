@@ -101,14 +101,24 @@ def steady_high(current: float, wanted: float) -> float:
     return wanted if wanted > current or wanted < current / 3 else current
 
 
-def bare(fig) -> None:
-    """No toolbar, axes, grid or outline: a picture of the plane."""
-    fig.toolbar_location = None
-    fig.axis.visible = False
-    fig.grid.visible = False
+def plane_figure(**options) -> figure:
+    """A figure that is a picture of the plane: no axes, grid, outline or visible toolbar.
+
+    Made without them, not hidden: an axis brings its ticker, formatter, labels policy and grid,
+    and the default tools their annotations, ~19 models a figure that a page builds, sends and
+    serialises every frame's patch against. The pan tool stays: a drag pans the picture, as it did
+    when the toolbar was only hidden, and drawing and handles take it over while they run.
+
+    Example:
+        >>> fig = plane_figure(width=200, height=200)
+        >>> fig.axis, [type(tool).__name__ for tool in fig.tools], fig.toolbar_location
+        ([], ['PanTool'], None)
+    """
+    fig = figure(x_axis_type=None, y_axis_type=None, tools="pan", toolbar_location=None, **options)
     fig.outline_line_color = None
     fig.min_border = 4
     fig.title.text_font_size = "15px"
+    return fig
 
 
 def leave_dimmed_copies_to_the_page(models) -> None:
@@ -149,9 +159,8 @@ class SquarePlot:
     """A square figure of the view box with images that fill it."""
 
     def __init__(self, title: str, view: ViewSpec):
-        self.fig = figure(title=title, width=250, height=280, match_aspect=True,
-                          x_range=Range1d(view.xmin, view.xmax), y_range=Range1d(view.ymin, view.ymax))
-        bare(self.fig)
+        self.fig = plane_figure(title=title, width=250, height=280, match_aspect=True,
+                                x_range=Range1d(view.xmin, view.xmax), y_range=Range1d(view.ymin, view.ymax))
         self.fig.outline_line_color = "#d4d9e2"
         self.image_renderers: list = []
 

@@ -12,7 +12,6 @@ import math
 
 import numpy as np
 from bokeh.models import ColorBar, ColumnDataSource, Range1d
-from bokeh.plotting import figure
 
 from flowviz.core.grid import GridViews
 from flowviz.core.spec import ViewSpec
@@ -21,10 +20,10 @@ from flowviz.ui.plots import (
     DENSITY_PALETTE,
     LOG_DET_PALETTE,
     ColorScale,
-    bare,
     depth_label,
     draw_ring,
     packed_colors,
+    plane_figure,
     steady_high,
 )
 
@@ -96,9 +95,8 @@ class Strip:
         self.layout: StripLayout | None = None
         self.sizes = Sizes.of(projector=False)
         self._key: tuple | None = None
-        self.figure = figure(title=title, match_aspect=True, x_range=Range1d(0, 1), y_range=Range1d(0, 1),
-                             width=900, height=200)  # canvas: WebGL without a GPU costs more CPU than it saves
-        bare(self.figure)
+        self.figure = plane_figure(title=title, match_aspect=True, x_range=Range1d(0, 1), y_range=Range1d(0, 1),
+                                   width=900, height=200)  # canvas: WebGL without a GPU costs more CPU than it saves
         self.labels = ColumnDataSource({"x": [], "y": [], "text": []})
         self.label_glyph = self.figure.text("x", "y", "text", source=self.labels, text_font_size="13px",
                                             text_color="#334", text_baseline="bottom").glyph
