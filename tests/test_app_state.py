@@ -3,6 +3,7 @@ page's reactions to edits, files and links."""
 
 import copy
 import dataclasses
+import itertools
 import threading
 import time
 
@@ -16,6 +17,7 @@ from flowviz.core.link import spec_to_link
 from flowviz.core.presets import preset_path
 from flowviz.core.spec import ExperimentSpec
 from flowviz.core.training import Trainer
+from flowviz.ui import live as live_module
 from flowviz.ui.explorer import Explorer
 from flowviz.ui.live import ComputeGate, LiveSession
 from flowviz.ui.stack import LayerStack
@@ -751,3 +753,18 @@ def test_a_frame_answer_reaches_the_clock_without_marking_the_server_busy():
     finally:
         pn.state.param.unwatch(watcher)
     assert answered == [1] and clock.ready() and busy == []
+
+
+def test_the_live_kl_after_each_layer_waits_frames_as_well_as_seconds(monkeypatch):
+    """A slow page (a class's 1-2 frames/s) must not pay for a new estimate with nearly every frame:
+    with the time bar at zero, a new one still comes only every FIT_EVERY_FRAMES live frames."""
+    monkeypatch.setattr(live_module, "FIT_EVERY", 0.0)
+    live = LiveSession(MOONS)
+    live.steps_per_frame = 1  # every frame shows new weights, so every new estimate differs
+    live.play()
+    frames = _live_frames(live, 9)
+    live.close()
+    assert len(frames) == 9 and len({frame.step for frame in frames}) >= 5
+    estimates = [tuple(frame.kl_by_depth) for frame in frames]
+    changes = sum(a != b for a, b in itertools.pairwise(estimates))
+    assert 1 <= changes <= 3  # 9 frames, FIT_EVERY_FRAMES = 4: a new estimate at most every 4th

@@ -72,6 +72,9 @@ LIVE_FRAME_BUDGET = 0.1  # seconds of rendering a live frame should take, at mos
 LIVE_SCALES = (1.0, 0.75, 0.5)  # of the live resolutions, for flows that cost more than the budget
 FIT_POINTS_LIVE = 512  # evaluation points for the KL after each layer in a live frame (~5 ms for 8 couplings)
 FIT_EVERY = 1.0  # seconds between those live estimates; the frames between carry the last one
+# ... and live frames between them: under a class's load (1-2 frames/s a session) a once-a-second
+# estimate came with nearly every frame, a third of its compute (py-spy, 30 sessions on 2 processes).
+FIT_EVERY_FRAMES = 4
 VIEWS_PANELS = frozenset({"overview", "density", "log_det", "samples"})  # the panels that show a frame's `views`
 
 
@@ -184,7 +187,8 @@ class Frame:
     layer_titles: list[str]  # title of the layer at each depth 1..K
     kind: str = "exact"  # "exact", "live" or "preview" (see the module)
     # The true KL after each layer, k = 0..K (None where p is unknown): from every evaluation point in an
-    # exact frame, from FIT_POINTS_LIVE of them (at most every FIT_EVERY seconds) in the others
+    # exact frame, from FIT_POINTS_LIVE of them in the others (a new estimate at most every FIT_EVERY
+    # seconds and FIT_EVERY_FRAMES frames)
     kl_by_depth: list[float] | None = None
 
     @property
@@ -270,6 +274,7 @@ class LiveSession:
         self._live_scale = 0  # index into LIVE_SCALES
         self._live_costs: deque[float] = deque(maxlen=STRIPS_EVERY)  # CPU seconds of the last live frames
         self._live_fit: tuple[float, list[float] | None] = (-math.inf, None)  # (when, the KL after each layer)
+        self._live_fit_frame = -FIT_EVERY_FRAMES  # the live frame the last estimate came with
         self._step_times: deque[float] = deque(maxlen=400)
         self._frame_times: deque[float] = deque(maxlen=60)
         self._steps_since_snapshot = 0
@@ -648,9 +653,11 @@ class LiveSession:
             return trainer.kl_by_depth(flow)
         when, fit = self._live_fit
         depths = len(flow.active()) + 1
-        if fit is None or len(fit) != depths or time.perf_counter() - when >= FIT_EVERY:
+        due = (time.perf_counter() - when >= FIT_EVERY
+               and self._live_frames - self._live_fit_frame >= FIT_EVERY_FRAMES)
+        if fit is None or len(fit) != depths or due:
             fit = trainer.kl_by_depth(flow, FIT_POINTS_LIVE)
-            self._live_fit = (time.perf_counter(), fit)
+            self._live_fit, self._live_fit_frame = (time.perf_counter(), fit), self._live_frames
         return fit
 
     def _publish(self, frame: Frame) -> None:
