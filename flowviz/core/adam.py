@@ -17,14 +17,23 @@ Example:
     ...         optimizer.step()
     >>> torch.equal(w, reference), ours.state[w]["step"]
     (True, tensor(3.))
+
+    Without the fused kernel, the same update to rounding:
+        >>> v = torch.nn.Parameter(torch.tensor([1.0, -2.0])); plain = torch.nn.Parameter(v.detach().clone())
+        >>> ours, torchs = Adam([v], lr=0.1, fused=False), torch.optim.Adam([plain], lr=0.1, foreach=False)
+        >>> for _ in range(3):
+        ...     for p, optimizer in ((v, ours), (plain, torchs)):
+        ...         optimizer.zero_grad()
+        ...         p.square().sum().backward()
+        ...         optimizer.step()
+        >>> torch.allclose(v, plain, rtol=0, atol=1e-6)
+        True
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-
-MOMENTS = ("step", "exp_avg", "exp_avg_sq")
 
 
 class Adam:
