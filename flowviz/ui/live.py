@@ -273,8 +273,8 @@ class LiveSession:
         self._live_frames = 0
         self._live_scale = 0  # index into LIVE_SCALES
         self._live_costs: deque[float] = deque(maxlen=STRIPS_EVERY)  # CPU seconds of the last live frames
-        self._live_fit: tuple[float, list[float] | None] = (-math.inf, None)  # (when, the KL after each layer)
-        self._live_fit_frame = -FIT_EVERY_FRAMES  # the live frame the last estimate came with
+        # (when, with which live frame, the KL after each layer): the last live estimate
+        self._live_fit: tuple[float, int, list[float] | None] = (-math.inf, 0, None)
         self._step_times: deque[float] = deque(maxlen=400)
         self._frame_times: deque[float] = deque(maxlen=60)
         self._steps_since_snapshot = 0
@@ -297,7 +297,7 @@ class LiveSession:
             self._version += 1
             self._edits += 1
             self._live_scale = 0  # a new flow starts at full size
-            self._live_fit = (-math.inf, None)
+            self._live_fit = (-math.inf, 0, None)
             self._live_model = None
 
     def _prepare_views(self) -> None:
@@ -422,7 +422,7 @@ class LiveSession:
             self._version += 1
             self._edits += 1
             self._live_scale = 0  # the edited flow may cost less
-            self._live_fit = (-math.inf, None)
+            self._live_fit = (-math.inf, 0, None)
             self._live_model = None
             self.error = None
 
@@ -651,13 +651,12 @@ class LiveSession:
         trainer = self.trainer
         if kind == "exact":
             return trainer.kl_by_depth(flow)
-        when, fit = self._live_fit
+        when, with_frame, fit = self._live_fit
         depths = len(flow.active()) + 1
-        due = (time.perf_counter() - when >= FIT_EVERY
-               and self._live_frames - self._live_fit_frame >= FIT_EVERY_FRAMES)
+        due = time.perf_counter() - when >= FIT_EVERY and self._live_frames - with_frame >= FIT_EVERY_FRAMES
         if fit is None or len(fit) != depths or due:
             fit = trainer.kl_by_depth(flow, FIT_POINTS_LIVE)
-            self._live_fit, self._live_fit_frame = (time.perf_counter(), fit), self._live_frames
+            self._live_fit = (time.perf_counter(), self._live_frames, fit)
         return fit
 
     def _publish(self, frame: Frame) -> None:
