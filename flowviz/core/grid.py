@@ -305,14 +305,17 @@ def log_q_by_depth(flow: Flow, points: Tensor) -> Tensor:
 
 
 CUBIC_TRUST = 1.0  # nats: how far the cubic reading may stray from the bilinear one
-CHUNK = 8192  # points per layer call: a 64-wide hidden activation (2 MB) stays in the two cores' L2
+# Points per layer call and intra-op thread: each thread's share of a 64-wide hidden activation
+# (4096 x 64 floats, 1 MiB) stays in its core's L2. A session of the app computes on one thread,
+# where 8192 points (2 MiB) spilled to L3: the 96² model view took 19.5 ms instead of 9.9.
+CHUNK_PER_THREAD = 4096
 
 
 def _inverse_in_place(layer, points: Tensor, cum: Tensor) -> None:
     """points <- layer⁻¹(points) and cum -= its ln|det|, a chunk at a time on a CPU."""
     if len(points) == 0:
         return
-    size = CHUNK if points.device.type == "cpu" else len(points)
+    size = CHUNK_PER_THREAD * torch.get_num_threads() if points.device.type == "cpu" else len(points)
     for part, part_cum in zip(points.split(size), cum.split(size)):
         out, ladj = layer.inverse(part)
         part.copy_(out)
