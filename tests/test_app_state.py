@@ -754,6 +754,25 @@ def test_a_frame_answer_reaches_the_clock_without_marking_the_server_busy():
     assert answered == [1] and busy == []
 
 
+def test_the_status_line_sends_each_new_text_once_and_again_to_a_page_that_draws_it_later():
+    """Frames repeat the same status often (paused, slow motion): only a change travels. A page or a
+    notebook cell that draws the line after its text was sent asks for it and gets it."""
+    from bokeh.document import Document
+    from panel.models.esm import DataEvent
+
+    from flowviz.ui.pickers import StatusLine
+
+    line, doc = StatusLine(), Document()
+    model = line.get_root(doc)
+    doc.add_root(model)
+    sent = []
+    doc.on_change(lambda event: sent.append(event.msg_data.data["html"]))
+    for html in ("step 1", "step 1", "step 2"):
+        line.show(html)
+    doc.callbacks.trigger_event(DataEvent(model=model, data="rendered"))
+    assert sent == ["step 1", "step 2", "step 2"] and line.html == "step 2"
+
+
 def test_a_page_has_at_most_two_frames_on_their_way():
     """The next frame travels while the page paints the last, but a page that paints slowly gets no
     third: frames do not queue in its socket, and its answers free their frames, however batched."""

@@ -20,7 +20,7 @@ import numpy as np
 import panel as pn
 import param
 from bokeh.events import Pan, PanStart, Tap
-from bokeh.models import ColumnDataSource, Div
+from bokeh.models import ColumnDataSource
 
 from flowviz.core.layers import LAYERS
 from flowviz.core.settings import SpecError
@@ -28,6 +28,7 @@ from flowviz.core.spec import PRESENTATION_SETTINGS
 from flowviz.ui.forms import SettingsForm
 from flowviz.ui.layout import Sizes
 from flowviz.ui.live import FIT_POINTS_LIVE, LIVE_STRIP_RESOLUTION
+from flowviz.ui.pickers import StatusLine
 from flowviz.ui.plots import DepthAnimation, LossChart, TargetAndModel
 from flowviz.ui.stack import LayerStack
 from flowviz.ui.state import ANIMATION_EVERY, ExperimentState
@@ -99,13 +100,13 @@ class Toolbar(StateView):
         self.reset.on_click(lambda _event: state.reset())
         self.speed = pn.widgets.Select(label="Speed", options=SPEEDS, value=state.steps_per_frame, width=190)
         self.speed.param.watch(lambda event: setattr(state, "steps_per_frame", event.new), "value")
-        # The status line changes with every frame: a Bokeh Div whose text is set directly costs
-        # ~0.02 ms, where Panel's HTML pane re-sent its dozen properties and the template's design
-        # modifiers with each change (0.38 ms alone, 2.1 ms of the event loop per frame while training).
-        self.status_line = Div(text="", sizing_mode="stretch_width",
-                               styles={"font-size": "16px", "font-variant-numeric": "tabular-nums"})
-        self.status = pn.pane.Bokeh(self.status_line, margin=(18, 10, 0, 10), min_width=320,  # a flex item:
-                                    styles={"flex": "1 1 320px"})  # wraps on a tablet
+        # The status line changes with every frame: Panel's HTML pane re-sent its dozen properties and
+        # the template's design modifiers with each change (0.38 ms alone, 2.1 ms of the event loop per
+        # frame while training), and a Bokeh Div re-rendered itself in the page; see StatusLine.
+        self.status = StatusLine(margin=(4, 10, 0, 5), min_width=320, sizing_mode="stretch_width",
+                                 styles={"flex": "1 1 100%",  # a row of its own under the buttons:
+                                         # it grows as evaluations come in and would wrap beside them
+                                         "font-size": "16px", "font-variant-numeric": "tabular-nums"})
         self.explanation = pn.pane.HTML("", visible=False, sizing_mode="stretch_width", margin=(0, 10),
                                         styles={"font-size": "15px", "background": "#f4f7fb",
                                                 "border-left": "4px solid #2a6fdb", "padding": "6px 12px"})
@@ -123,7 +124,6 @@ class Toolbar(StateView):
         self.alert.param.update(object=self.state.message, visible=bool(self.state.message))
 
     @param.depends("state.frame", watch=True)
-    @edits_bokeh  # the status line is a Bokeh Div
     def _show_frame(self) -> None:
         frame = self.state.frame
         if frame is None:
@@ -150,9 +150,7 @@ class Toolbar(StateView):
                 parts.append(f"{'ESS' if reverse else 'forward ESS'} {evaluation.ess:.2f}")
             if evaluation.log_z is not None:
                 parts.append(f"ln Z ≈ {evaluation.log_z:.3f} ± {evaluation.log_z_se:.3f}")
-        html = " · ".join(parts)
-        if html != self.status_line.text:
-            self.status_line.text = html
+        self.status.show(" · ".join(parts))
 
     def _show_explanation(self, frame) -> None:
         state = self.state
@@ -170,7 +168,7 @@ class Toolbar(StateView):
 
     @edits_bokeh
     def set_sizes(self, sizes: Sizes) -> None:
-        self.status_line.styles = {**self.status_line.styles, "font-size": f"{sizes.text_font + 1}px"}
+        self.status.styles = {**self.status.styles, "font-size": f"{sizes.text_font + 1}px"}
         self.explanation.styles = {**self.explanation.styles, "font-size": f"{sizes.text_font}px"}
         for button in (self.play, self.step, self.reset):
             button.height = sizes.button_px
