@@ -78,6 +78,23 @@ FIT_EVERY_FRAMES = 4
 VIEWS_PANELS = frozenset({"overview", "density", "log_det", "samples"})  # the panels that show a frame's `views`
 
 
+def next_frame_due(due: float, now: float, period: float) -> float:
+    """When the live frame after one due at `due` and started at `now` is due: `period` later, and
+    after a late frame at once, making up at most one period. A frame with the strips takes longer
+    than one without; pacing each frame from its own start (wait out 50 ms after a 35 ms frame, none
+    after a 60 ms one) gave 18 frames/s where frames averaged under 50 ms.
+
+    Example:
+        >>> next_frame_due(1.0, 1.0, 0.05)   # on time: one period later
+        1.05
+        >>> next_frame_due(1.05, 1.07, 0.05)  # 20 ms late: the next is due 30 ms from now
+        1.1
+        >>> next_frame_due(1.0, 9.0, 0.05)   # after a pause: no burst of frames to catch up
+        9.0
+    """
+    return max(due, now - period) + period
+
+
 def next_live_scale(index: int, seconds: float) -> int:
     """The index into LIVE_SCALES for the next live frames, after frames that took `seconds` of CPU
     each to render: coarser above 1.5× the budget, finer again below 0.4× (the gap keeps it from flickering
@@ -500,13 +517,13 @@ class LiveSession:
                 self._train_one()
 
     def _render_loop(self) -> None:
-        last = 0.0
+        period, due = 1 / MAX_FPS, 0.0
         while not self._stop.is_set():
             if self._playing.is_set():
-                pause = 1 / MAX_FPS - (time.perf_counter() - last)
-                if pause > 0:
-                    time.sleep(pause)
-                last = time.perf_counter()
+                now = time.perf_counter()
+                if due > now:
+                    time.sleep(due - now)
+                due = next_frame_due(due, now, period)
                 self._live_frame()
             elif self._exact_wanted.wait(0.2) and not self._stop.is_set():
                 self._exact_frame()
