@@ -810,3 +810,13 @@ def test_the_live_kl_after_each_layer_waits_frames_as_well_as_seconds(monkeypatc
     estimates = [tuple(frame.kl_by_depth) for frame in frames]
     changes = sum(a != b for a, b in itertools.pairwise(estimates))
     assert 1 <= changes <= 3  # 9 frames, FIT_EVERY_FRAMES = 4: a new estimate at most every 4th
+
+
+def test_a_server_over_its_budget_sends_one_frame_at_a_time(explorer, monkeypatch):
+    """Two frames on their way only while live frames are drawn at full size; a class that makes
+    them coarser gets one at a time, so a Pause's effect is not queued behind a second frame."""
+    explorer.tick()
+    assert explorer.clock.in_flight == 2
+    monkeypatch.setattr(explorer.state.live, "over_budget", lambda: True)
+    explorer.tick()
+    assert explorer.clock.in_flight == 1

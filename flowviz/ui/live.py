@@ -708,6 +708,11 @@ class LiveSession:
     def steps_per_second(self) -> float:
         return rate_per_second(self._step_times)
 
+    def over_budget(self) -> bool:
+        """Whether live frames are drawn coarser than full size: they cost more than the budget,
+        counting their wait for a compute slot (a busy server, a class)."""
+        return self._live_scale > 0
+
     def frames_per_second(self) -> float:
         return rate_per_second(self._frame_times)
 

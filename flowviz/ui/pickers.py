@@ -225,11 +225,12 @@ class FrameClock(JSComponent):
     server sends. With one on its way at most, the next frame waited for the whole round trip (send,
     paint, answer: ~70 ms in Chromium on 2 busy cores), so that alone capped a page at ~13 frames/s;
     with two, the next travels while the page paints the last (bench/app_rate.py: 15.6-17.9
-    against 13.0 frames/s, alternated).
+    against 13.0 frames/s, alternated). A server over its budget (a class of 30) gets one at a
+    time: there a frame's round trip is not what limits, and a second frame ahead of a Pause's
+    effect made clicks slower (click_ms_p95 over 1 s in 2 of 4 runs of bench/classroom.py).
     """
 
     timeout_s = param.Number(default=1.0, doc="a page that has not answered by then gets the next frame anyway")
-    in_flight = param.Integer(default=2, bounds=(1, None), doc="frames sent and not yet painted, at most")
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -238,6 +239,9 @@ class FrameClock(JSComponent):
         self.answer_seconds = 0.0  # summed over frames: from sending one to the page saying it painted it
         self.on_painted: Callable[[], None] | None = None  # called when the page says it painted a frame
         self._sent_at: dict[int, float] = {}  # the frames on their way, by number: when each was sent
+        # Frames sent and not yet painted, at most. Not a parameter: it may change with every frame
+        # (Explorer.tick), and a parameter of this component would be sent to the page each time.
+        self.in_flight = 2
 
     def ready(self) -> bool:
         """Whether the page may get another frame: fewer than `in_flight` are on their way (or the
