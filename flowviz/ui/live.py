@@ -311,11 +311,16 @@ class LiveSession:
             self.layer_ids = list(layer_ids) if layer_ids is not None else list(range(len(spec.layers)))
             self._modules = {i: (layer, module) for i, layer, module in zip(self.layer_ids, spec.layers, flow.layers)}
             self._prepare_views()
-            self._version += 1
-            self._edits += 1
-            self._live_scale = 0  # a new flow starts at full size
-            self._live_fit = (-math.inf, 0, None)
-            self._live_model = None
+            self._model_changed()
+
+    def _model_changed(self) -> None:
+        """After a new or edited flow (under the lock): frames of the old one are stale, and the new
+        one starts at full size (it may cost less) with a fresh live KL estimate."""
+        self._version += 1
+        self._edits += 1
+        self._live_scale = 0
+        self._live_fit = (-math.inf, 0, None)
+        self._live_model = None
 
     def _prepare_views(self) -> None:
         spec = self.spec
@@ -436,11 +441,7 @@ class LiveSession:
             self.spec, self.device, self.layer_ids, self._modules = spec, device, list(layer_ids), modules
             if target_changed:
                 self._prepare_views()
-            self._version += 1
-            self._edits += 1
-            self._live_scale = 0  # the edited flow may cost less
-            self._live_fit = (-math.inf, 0, None)
-            self._live_model = None
+            self._model_changed()
             self.error = None
 
     # -- training -----------------------------------------------------------------------------------
