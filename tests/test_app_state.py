@@ -815,8 +815,14 @@ def test_the_live_kl_after_each_layer_waits_frames_as_well_as_seconds(monkeypatc
 def test_a_server_over_its_budget_sends_one_frame_at_a_time(explorer, monkeypatch):
     """Two frames on their way only while live frames are drawn at full size; a class that makes
     them coarser gets one at a time, so a Pause's effect is not queued behind a second frame."""
+    clock, live = explorer.clock, explorer.state.live
+    live.render()
     explorer.tick()
-    assert explorer.clock.in_flight == 2
-    monkeypatch.setattr(explorer.state.live, "over_budget", lambda: True)
+    assert clock.shown - clock.painted == 1
+    monkeypatch.setattr(live, "over_budget", lambda: True)
+    live.render()
     explorer.tick()
-    assert explorer.clock.in_flight == 1
+    assert clock.shown - clock.painted == 1  # the new frame waits for the page
+    monkeypatch.setattr(live, "over_budget", lambda: False)
+    explorer.tick()
+    assert clock.shown - clock.painted == 2

@@ -152,9 +152,9 @@ class Explorer(pn.viewable.Viewer):
         """Show the newest frame, all its changes in one message, while the page has fewer frames on
         their way than the clock allows (woken by a new frame or the page's answer, and by the
         periodic callback)."""
-        self.clock.in_flight = 1 if self.state.live.over_budget() else 2
+        in_flight = 1 if self.state.live.over_budget() else 2
         with pn.io.hold():
-            if self.state.tick(take=self._page_loaded and self.clock.ready()):
+            if self.state.tick(take=self._page_loaded and self.clock.ready(in_flight)):
                 self.clock.sent()
         if self._page_loaded:
             self.keeper.keep()

@@ -218,9 +218,12 @@ export function render({ model }) {
 }"""
 
 
+SEND_TIMES_KEPT = 8  # of frames on their way to a page; a page has at most 2, a silent one more
+
+
 class FrameClock(JSComponent):
-    """Frames shown and frames the page has painted, so that a page never has more than `in_flight`
-    frames on their way. Without it, frames queue in the socket and the page falls seconds behind
+    """Frames shown and frames the page has painted, so that a page never has more than a few frames
+    on their way (`ready`). Without it, frames queue in the socket and the page falls seconds behind
     (and a click's effect shows only after the queue), when its machine cannot paint as fast as the
     server sends. With one on its way at most, the next frame waited for the whole round trip (send,
     paint, answer: ~70 ms in Chromium on 2 busy cores), so that alone capped a page at ~13 frames/s;
@@ -239,14 +242,11 @@ class FrameClock(JSComponent):
         self.answer_seconds = 0.0  # summed over frames: from sending one to the page saying it painted it
         self.on_painted: Callable[[], None] | None = None  # called when the page says it painted a frame
         self._sent_at: dict[int, float] = {}  # the frames on their way, by number: when each was sent
-        # Frames sent and not yet painted, at most. Not a parameter: it may change with every frame
-        # (Explorer.tick), and a parameter of this component would be sent to the page each time.
-        self.in_flight = 2
 
-    def ready(self) -> bool:
+    def ready(self, in_flight: int = 2) -> bool:
         """Whether the page may get another frame: fewer than `in_flight` are on their way (or the
         page stayed silent past the timeout)."""
-        if self.shown - self.painted < self.in_flight:
+        if self.shown - self.painted < in_flight:
             return True
         return time.perf_counter() - self._sent_at.get(self.shown, 0.0) > self.timeout_s
 
@@ -254,7 +254,7 @@ class FrameClock(JSComponent):
         """Count one more frame, in the same message as the frame's own changes (call it last)."""
         self.shown += 1
         self._sent_at[self.shown] = time.perf_counter()
-        if len(self._sent_at) > 4 * self.in_flight:  # a page that stopped answering (a hidden tab): forget the oldest
+        if len(self._sent_at) > SEND_TIMES_KEPT:  # a page that stopped answering (a hidden tab): forget the oldest
             del self._sent_at[min(self._sent_at)]
         # A message, not a parameter: Panel recomputes the template's design modifiers for every
         # parameter change (0.26 ms alone, 1.5 ms of the event loop per frame in a training page,
