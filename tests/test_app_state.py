@@ -617,6 +617,30 @@ def test_a_server_session_renders_on_its_rendering_thread_coarse_then_exact():
 
 
 
+def test_a_served_page_is_built_without_the_strips_below_the_fold():
+    """Its first view comes sooner; the ln|det J| and sample strips join once the page has loaded
+    (tests/test_browser.py's pages wait for that, and check every panel is there)."""
+    from bokeh.document import Document
+
+    explorer = Explorer(ExperimentSpec.load(preset_path("realnvp-moons")), served=True)
+    try:
+        doc = Document()
+        doc.add_root(pn.panel(explorer).get_root(doc))
+        strips = explorer.strips
+        assert not explorer.page_loaded
+        assert doc.get_model_by_id(strips.density.figure.id) is strips.density.figure
+        assert [doc.get_model_by_id(strip.figure.id) for strip in (strips.log_det, strips.samples)] == [None, None]
+    finally:
+        explorer.close()
+    notebook = Explorer(ExperimentSpec.load(preset_path("realnvp-moons")))  # no page load to wait for
+    try:
+        doc = Document()
+        doc.add_root(pn.panel(notebook).get_root(doc))
+        assert doc.get_model_by_id(notebook.strips.samples.figure.id) is notebook.strips.samples.figure
+    finally:
+        notebook.close()
+
+
 def test_sessions_on_one_target_share_its_read_only_picture():
     spec = ExperimentSpec.from_dict({"layers": [{"type": "affine_coupling", "settings": {"hidden": 8}}],
                                      "target": {"name": "moons"}, "view": {"resolution": 32}})

@@ -122,6 +122,7 @@ def _open(page, url, sessions):
     page.get_by_role("button", name="▶ Play").wait_for(timeout=60_000)
     wait_until(lambda: len(sessions) > count, 30, "the session")
     page.locator(".fv-stack-item").first.wait_for(timeout=30_000)
+    wait_until(lambda: sessions[-1].page_loaded, 30, "the page to load")
     return sessions[-1]
 
 
@@ -681,7 +682,7 @@ def test_a_closed_tab_does_not_count_against_the_session_cap(browser, monkeypatc
         first, second = browser.new_page(), browser.new_page()
         _open(first, url, sessions)
         _open(second, url, sessions)
-        wait_until(lambda: all(s._page_loaded for s in sessions), 20, "both pages to load")
+        wait_until(lambda: all(s.page_loaded for s in sessions), 20, "both pages to load")
         first.close()
         time.sleep(1.0)  # the websocket closes; Bokeh keeps the session for a minute
         third = browser.new_page()

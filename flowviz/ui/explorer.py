@@ -38,6 +38,9 @@ TICK_MS = 25  # in a notebook, how often the page looks for a new frame; frames 
 # notices a page that stopped answering and a diverged run. Polling at TICK_MS cost every session 40
 # callbacks a second on the event loop all sessions share, busy or not.
 FALLBACK_TICK_MS = 250
+# Below the fold on a new page (~170 of its ~580 Bokeh models): a served page gets them once it has
+# loaded, so its first view, the buttons, the model and the density strip, is built and drawn sooner.
+BUILT_AFTER_LOAD = ("log_det", "samples")
 
 
 class Explorer(pn.viewable.Viewer):
@@ -65,7 +68,9 @@ class Explorer(pn.viewable.Viewer):
                  "layers": self.layer_editor, "overview": self.overview, "ledger": ledger, **self.strips.panels}
         # Each in a plain column that shows or hides it: a Card's own `visible` did not hide it in the
         # template (tests/test_browser.py checks every panel).
+        self._after_load = {name: views.pop(name) for name in BUILT_AFTER_LOAD} if served else {}
         self.panels = {name: pn.Column(view, sizing_mode="stretch_width", margin=0) for name, view in views.items()}
+        self.panels.update({name: pn.Column(sizing_mode="stretch_width", margin=0) for name in self._after_load})
         # The panels that show frames report whether they are on screen: frames skip the ones that are not.
         self.in_view = {name: InView(margin=0, height=0, width=0) for name in VIEWS_PANELS}
         for name, marker in self.in_view.items():
@@ -144,7 +149,15 @@ class Explorer(pn.viewable.Viewer):
             # in `bench/soak.py --cycles`: it ended the rendering thread with a traceback in the log.
             pass
 
+    @property
+    def page_loaded(self) -> bool:
+        """Whether this session's page has loaded (and so takes frames and has every panel built)."""
+        return self._page_loaded
+
     def _loaded(self) -> None:
+        for name, view in self._after_load.items():
+            self.panels[name].append(view)
+        self._after_load = {}
         self._page_loaded = True
         self.tick()
 

@@ -29,7 +29,7 @@ from flowviz.ui.forms import SettingsForm
 from flowviz.ui.layout import Sizes
 from flowviz.ui.live import FIT_POINTS_LIVE, LIVE_STRIP_RESOLUTION
 from flowviz.ui.pickers import StatusLine
-from flowviz.ui.plots import DepthAnimation, LossChart, TargetAndModel
+from flowviz.ui.plots import DepthAnimation, LossChart, TargetAndModel, leave_dimmed_copies_to_the_page
 from flowviz.ui.stack import LayerStack
 from flowviz.ui.state import ANIMATION_EVERY, ExperimentState
 from flowviz.ui.strips import ImageStrip, SampleStrip, fits_source, image_source, send_images
@@ -376,6 +376,7 @@ class StripsView(StateView):
         self.samples = SampleStrip(SAMPLE_TITLES[0], marks)
         for strip in (self.density, self.log_det, self.samples):
             strip.figure.on_event(Tap, lambda event, strip=strip: self.tap(strip, event.x, event.y))
+            leave_dimmed_copies_to_the_page(strip.figure.references())  # also when added after the page loaded
         self.cumulative = pn.widgets.RadioButtonGroup(options={"this layer": False, "cumulative Σ_j≤k": True},
                                                       value=state.cumulative, color="default")
         self.cumulative.param.watch(lambda event: setattr(state, "cumulative", event.new), "value")
