@@ -1,6 +1,6 @@
 """Training throughput and fit against zuko, normflows and nflows, in one run.
 
-    pip install -e '.[bench]' && python bench/peers.py [--steps 1000] [--repeats 1] [--race 60]
+    pip install -e '.[bench]' && python bench/peers.py [--steps 1000] [--repeats 1] [--race 60] [--architectures nsf]
 
 Same architectures (RealNVP: 8 affine couplings with MLP(64, 64); NSF: 4 rational-quadratic spline
 couplings with MLP(64, 64), 8 bins, tails at ±5), same data stream, batch 512, Adam 1e-3. Fit is the
@@ -161,13 +161,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--libraries", nargs="+", default=LIBRARIES, choices=LIBRARIES)
+    parser.add_argument("--architectures", nargs="+", default=["realnvp", "nsf"], choices=["realnvp", "nsf"])
     parser.add_argument("--race", type=float, default=0, help="CPU-seconds per library for the checkerboard race (0: none)")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps, batch {BATCH}, "
           f"medians over seeds 0..{args.repeats - 1}\n")
     print("| architecture | target | library | steps/s | × fastest peer | KL(p‖q) nats | warm-up s |")
     print("|---|---|---|---|---|---|---|")
-    for arch in ("realnvp", "nsf"):
+    for arch in args.architectures:
         for target in ("8gaussians", "checkerboard"):
             results = {}
             for repeat in range(args.repeats):
@@ -183,7 +184,7 @@ def main() -> None:
         print(f"\nCheckerboard race: {args.race:g} CPU-seconds each (compiling included), seed 0\n")
         print("| architecture | library | steps | KL(p‖q) nats |")
         print("|---|---|---|---|")
-        for arch in ("realnvp", "nsf"):
+        for arch in args.architectures:
             for library in args.libraries:
                 steps, kl = race(library, arch, args.race)
                 print(f"| {arch} | {library} | {steps} | {kl:.3f} |", flush=True)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image, ImageSequence
 
+from flowviz.core.build import build_flow
 from flowviz.core.checkpoint import load_model, model_bytes, save_model
 from flowviz.core.grid import GridRequest, evaluate_grid
 from flowviz.core.spec import ExperimentSpec, ViewSpec
@@ -129,6 +130,22 @@ def test_model_bytes_round_trip_through_a_safe_load(trained, tmp_path):
             assert torch.equal(flow.eval().log_prob(x), expected)
     with pytest.raises(ValueError, match="not a flowviz model file"):
         load_model(b"not a model")
+
+
+def test_a_model_saved_before_the_spline_coupling_changed_direction_is_refused_only_with_a_spline():
+    """Version 1 files: a spline coupling's weights meant the inverse map then, so such a file would
+    load into another flow; every other version-1 file still loads."""
+    def version_1(spec):
+        data = torch.load(io.BytesIO(model_bytes(build_flow(spec), spec)), weights_only=True)
+        buffer = io.BytesIO()
+        torch.save({**data, "version": 1}, buffer)
+        return buffer.getvalue()
+
+    planar = ExperimentSpec.from_dict({"layers": [{"type": "planar"}]})
+    assert load_model(version_1(planar))[1] == planar
+    spline = ExperimentSpec.from_dict({"layers": [{"type": "spline_coupling"}]})
+    with pytest.raises(ValueError, match="spline coupling ran its spline the other way.*train it again"):
+        load_model(version_1(spline))
 
 
 def test_views_png_is_a_png(trained):

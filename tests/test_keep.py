@@ -118,6 +118,18 @@ def test_a_tampered_state_is_refused_with_its_reason_and_changes_nothing(kept, c
     state.close()
 
 
+def test_a_spline_state_kept_before_the_spline_changed_direction_is_refused_and_others_are_not():
+    spline = ExperimentSpec.from_dict({"layers": [{"type": "spline_coupling", "settings": {"hidden": 8}}]})
+    for spec, usable in ((SPEC, True), (spline, False)):
+        old = _resave(session_bytes(_train(Trainer(spec), 3)), lambda d: d.update(version=1))
+        state = ExperimentState(spec)
+        try:
+            assert state.restore(old) is usable
+            assert usable or "spline coupling ran its spline the other way" in state.message
+        finally:
+            state.close()
+
+
 class Payload:
     """What a malicious pickle would run on load: it must never run."""
 

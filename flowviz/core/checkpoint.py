@@ -36,7 +36,24 @@ from flowviz.core.spec import ExperimentSpec
 from flowviz.core.training import Trainer
 
 FORMAT = "flowviz-model"
-FORMAT_VERSION = 1
+# 2 (2026-12-03): the spline coupling evaluates its spline towards the base and inverts it to sample;
+# version 1's spline weights meant the other way round. Version 1 files without one read as before.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+
+
+def old_spline_problem(version: object, spec: ExperimentSpec) -> str | None:
+    """Why a readable file of format `version` holding `spec`'s weights still cannot be used, or None.
+
+    Example:
+        >>> spline = ExperimentSpec.from_dict({"layers": [{"type": "spline_coupling"}]})
+        >>> old_spline_problem(2, spline) is None, old_spline_problem(1, spline)[:44]
+        (True, 'it was saved by a flowviz whose spline coupl')
+    """
+    if version == 1 and any(layer.type == "spline_coupling" for layer in spec.layers):
+        return ("it was saved by a flowviz whose spline coupling ran its spline the other way (before 2026-12-03): "
+                "its weights would draw another flow. Open its experiment (the spec) and train it again")
+    return None
 
 
 def _payload(flow: Flow, spec: ExperimentSpec, step: int) -> dict:
@@ -67,11 +84,13 @@ def load_model(source: str | Path | bytes | BinaryIO) -> tuple[Flow, ExperimentS
         raise ValueError(f"{name} is not a flowviz model file that loads safely: {error}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"{name} is not a flowviz model file")
-    if data.get("version") != FORMAT_VERSION:
+    if data.get("version") not in READABLE_VERSIONS:
         raise ValueError(f"{name} has model format version {data.get('version')!r}; this flowviz reads {FORMAT_VERSION}")
     if not isinstance(data.get("spec"), str):
         raise ValueError(f"{name} holds no spec")  # noqa: TRY004 (a bad file, not a bad argument: documented ValueError)
     spec = ExperimentSpec.from_json(data["spec"])  # a SpecError (a ValueError) names the bad field
+    if (problem := old_spline_problem(data.get("version"), spec)) is not None:
+        raise ValueError(f"{name}: {problem}")
     flow = build_flow(spec)
     try:
         flow.load_state_dict(data["state_dict"])
@@ -128,7 +147,7 @@ def read_session(content: bytes, spec: ExperimentSpec) -> dict[str, Any]:
         raise ValueError(f"the kept state is not a flowviz session that loads safely ({str(error)[:200]})") from None
     if not isinstance(data, dict) or data.get("format") != SESSION_FORMAT:
         raise ValueError("the kept state is not a flowviz session")
-    if data.get("version") != FORMAT_VERSION:
+    if data.get("version") not in READABLE_VERSIONS:
         raise ValueError(f"the kept state has format version {data.get('version')!r}; this flowviz reads {FORMAT_VERSION}")
     key = experiment_key(spec)
     if data.get("key") != key or not isinstance(data.get("spec"), str):
@@ -139,6 +158,8 @@ def read_session(content: bytes, spec: ExperimentSpec) -> dict[str, Any]:
         raise ValueError(f"the kept state's experiment is not valid ({error})") from None
     if experiment_key(kept_spec) != key:
         raise ValueError("the kept state is of another experiment than the one on this page")
+    if (problem := old_spline_problem(data.get("version"), kept_spec)) is not None:
+        raise ValueError(f"the kept state cannot be used: {problem}")
     if not isinstance(data.get("state"), dict):
         raise ValueError("the kept state holds no training state")  # noqa: TRY004 (bad bytes: the documented ValueError)
     return data["state"]

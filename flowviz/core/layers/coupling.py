@@ -105,10 +105,11 @@ class AffineCoupling(Coupling):
     LayerInfo(
         name="spline_coupling",
         title="Rational-quadratic spline coupling",
-        description="Bends one coordinate through a monotonic spline whose knots a network of the other sets; identity outside ±bound.",
+        description="Bends one coordinate through a monotonic spline whose knots a network of the other sets; "
+                    "identity outside ±bound. The spline maps towards the base, as in the paper; sampling inverts it.",
         reference="Durkan, Bekasov, Murray & Papamakarios (2019), Neural Spline Flows, arXiv:1906.04032",
-        tex_map=r"x_b = \mathrm{RQS}_{\theta(z_a)}(z_b)",
-        tex_log_det=r"\ln \mathrm{RQS}'_{\theta(z_a)}(z_b)",
+        tex_map=r"x_b = \mathrm{RQS}^{-1}_{\theta(z_a)}(z_b)",
+        tex_log_det=r"-\ln \mathrm{RQS}'_{\theta(z_a)}(x_b)",
         settings=(
             TRANSFORMED,
             Setting("bins", "int", 8, low=2, high=LIMITS.max_bins, doc="spline bins"),
@@ -124,7 +125,11 @@ class SplineCoupling(Coupling):
         super().__init__(transformed, **net)
 
     def _transform(self, value: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+        # The spline itself runs on the density side (x -> z), which training by likelihood takes at
+        # every step, and its inverse (a quadratic's root) samples, as in the paper, zuko and nflows.
+        # The other way round fit worse: NSF-4 on 8gaussians after 1000 steps, mean KL over 12 seeds
+        # 0.040 nats against 0.027 this way (nflows 0.033, zuko 0.029; README, Training).
         k = self.bins
         return rational_quadratic_spline(
-            value, params[:, :k], params[:, k : 2 * k], params[:, 2 * k :], self.bound, inverse=inverse
+            value, params[:, :k], params[:, k : 2 * k], params[:, 2 * k :], self.bound, inverse=not inverse
         )
