@@ -6,7 +6,7 @@ Same architectures (RealNVP: 8 affine couplings with MLP(64, 64); NSF: 4 rationa
 couplings with MLP(64, 64), 8 bins, tails at ±5), same data stream, batch 512, Adam 1e-3. Fit is the
 true KL(p‖q) in nats on 4096 held-out points, with the exact target density. Steps/s counts the
 training steps after 10 untimed warm-up steps (which hold torch.compile's compile), data sampling
-included for everyone. flowviz runs twice: eager, and with `Trainer(compile=True)`
+included for everyone; the libraries take turns of 50 steps, so the machine's drift hits all alike. flowviz runs twice: eager, and with `Trainer(compile=True)`
 (`flowviz train --compile`). Prints markdown tables; ratios are against the fastest peer in this run.
 
 The race (`--race S`): every library trains each architecture on checkerboard for S CPU-seconds of
@@ -98,6 +98,7 @@ FLOWVIZ = ("flowviz", "flowviz compiled")
 PEERS = {"zuko": zuko_model, "normflows": normflows_model, "nflows": nflows_model}
 LIBRARIES = [*FLOWVIZ, *PEERS]
 WARMUP = 10
+CHUNK = 50  # steps each library takes in its turn (`run_together`)
 
 
 def stepper(library: str, arch: str, target, seed: int):
@@ -130,17 +131,31 @@ def kl_of(model, log_prob, target, seed: int) -> float:
 
 def run(library: str, arch: str, target_name: str, steps: int, seed: int) -> tuple[float, float, float]:
     """(steps/s after the warm-up, KL after `steps` steps, seconds the warm-up took)."""
+    return run_together([library], arch, target_name, steps, seed)[library]
+
+
+def run_together(libraries: list[str], arch: str, target_name: str, steps: int, seed: int,
+                 ) -> dict[str, tuple[float, float, float]]:
+    """`run` for several libraries at once, taking turns of CHUNK steps, so the machine's drift
+    (2x within minutes here) falls on all of them alike: run one after another, 1000 steps each,
+    the ratios moved by up to 0.3 between runs of the same code."""
     target = TARGETS[target_name]()
-    start = time.perf_counter()
-    model, log_prob, step = stepper(library, arch, target, seed)
-    for _ in range(WARMUP):
-        step()
-    warmup = time.perf_counter() - start
-    start = time.perf_counter()
-    for _ in range(steps - WARMUP):
-        step()
-    seconds = time.perf_counter() - start
-    return (steps - WARMUP) / seconds, kl_of(model, log_prob, target, seed), warmup
+    models, warmups, seconds = {}, {}, dict.fromkeys(libraries, 0.0)
+    for library in libraries:
+        start = time.perf_counter()
+        models[library] = stepper(library, arch, target, seed)
+        for _ in range(WARMUP):
+            models[library][2]()
+        warmups[library] = time.perf_counter() - start
+    for done in range(0, steps - WARMUP, CHUNK):
+        for library in libraries:
+            step = models[library][2]
+            start = time.perf_counter()
+            for _ in range(min(CHUNK, steps - WARMUP - done)):
+                step()
+            seconds[library] += time.perf_counter() - start
+    return {library: ((steps - WARMUP) / seconds[library], kl_of(*models[library][:2], target, seed), warmups[library])
+            for library in libraries}
 
 
 def race(library: str, arch: str, cpu_seconds: float, seed: int = 0) -> tuple[int, float]:
@@ -172,8 +187,8 @@ def main() -> None:
         for target in ("8gaussians", "checkerboard"):
             results = {}
             for repeat in range(args.repeats):
-                for library in args.libraries:  # interleaved, so drift on a shared machine hits all alike
-                    results.setdefault(library, []).append(run(library, arch, target, args.steps, seed=repeat))
+                for library, result in run_together(args.libraries, arch, target, args.steps, repeat).items():
+                    results.setdefault(library, []).append(result)
             medians = {lib: [statistics.median(column) for column in zip(*r)] for lib, r in results.items()}
             peers = [speed for lib, (speed, _, _) in medians.items() if lib in PEERS]
             fastest = max(peers) if peers else math.nan

@@ -185,7 +185,7 @@ NSF_8GAUSSIANS = spec_of(target={"name": "8gaussians"}, layers=alternating("spli
 
 
 def test_a_trainer_step_is_a_plain_adam_step():
-    """Fused Adam, the snapshot and the finiteness guard change no number: ten steps land where a
+    """Fused Adam on one vector, the snapshot and the finiteness guard change no number: ten steps land where a
     textbook loop lands, to float rounding (the two part by chaos only after ~20 steps)."""
     trainer = Trainer(NSF_8GAUSSIANS)
     twin = plain_adam_twin(trainer)
@@ -193,6 +193,22 @@ def test_a_trainer_step_is_a_plain_adam_step():
         assert trainer.step() == pytest.approx(plain_adam_step(*twin, trainer), abs=1e-5)
     for ours, theirs in zip(trainer.flow.parameters(), twin[0].parameters()):
         torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+
+
+def test_a_layer_switched_off_while_training_keeps_its_weights_and_adam_its_moments():
+    """A switched-off layer gets no gradient, so Adam must leave it be: its moments from the steps
+    before would otherwise go on moving it. Switched on again, it trains on from where it stood."""
+    trainer = Trainer(spec_of(target={"name": "moons"}, layers=alternating("affine_coupling", 2, hidden=8)))
+    trainer.run(5)
+    off = trainer.flow.layers[1]
+    before = [p.detach().clone() for p in off.parameters()]
+    trainer.flow.enabled = [True, False]  # what the app does when a layer is switched off
+    trainer.run(5)
+    assert all(torch.equal(p, b) for p, b in zip(off.parameters(), before))
+    trainer.flow.enabled = [True, True]
+    trainer.run(2)
+    assert not all(torch.equal(p, b) for p, b in zip(off.parameters(), before))
+    assert trainer.training_state()["adam"][0]["step"] == 12 and trainer.training_state()["adam"][-1]["step"] == 7
 
 
 def test_the_fit_at_equal_steps_is_a_plain_adam_loops_over_seeds():

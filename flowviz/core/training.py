@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from flowviz.core.adam import Adam
+from flowviz.core.adam import Adam, flatten
 from flowviz.core.build import build_flow, build_target
 from flowviz.core.devices import resolve_device
 from flowviz.core.diagnostics import forward_ess, importance, kl_by_depth
@@ -92,19 +92,25 @@ def _all_finite(tensors: list[Tensor]) -> bool:
 
 class _Snapshot:
     """A copy of a module's parameters and buffers, one flat vector per dtype, to restore after a
-    rejected step."""
+    rejected step. `flat`: the vector the parameters are views of (`flatten`), copied in one go;
+    `tensors` then the rest (buffers)."""
 
-    def __init__(self, tensors: list[Tensor]):
+    def __init__(self, tensors: list[Tensor], flat: Tensor | None = None):
+        self._flat, self._flat_saved = flat, (torch.empty_like(flat) if flat is not None else None)
         self._groups: dict[tuple, list[Tensor]] = {}
         for t in tensors:
             self._groups.setdefault((t.dtype, t.device), []).append(t.detach())
         self._saved: dict[tuple, Tensor] = {}
 
     def save(self) -> None:
+        if self._flat is not None:
+            self._flat_saved.copy_(self._flat)
         self._saved = {key: _flat(group) for key, group in self._groups.items()}
 
     def restore(self) -> None:
         with torch.no_grad():
+            if self._flat is not None:
+                self._flat.copy_(self._flat_saved)
             for key, group in self._groups.items():
                 values = self._saved[key].split([t.numel() for t in group])
                 for tensor, value in zip(group, values):
@@ -158,14 +164,20 @@ class Trainer:
         self.test_points = self.target.held_out(self.settings.test_size, spec.seed).to(self.device)
         self._test_log_p: Tensor | None = None  # the target's ln p at test_points, once asked for
         self._parameters = list(self.flow.parameters())
+        # The weights as views of one vector: the step's copy, checks and update are one kernel each
+        self._flat = flatten(self._parameters)
         # An empty stack over a fixed base has nothing to learn; steps then only measure the loss.
         fused = self.device.type in ("cpu", "cuda")  # one kernel for the whole update, where torch has it
-        self.optimizer = Adam(self._parameters, self.settings.learning_rate, fused=fused) if self._parameters else None
+        self.optimizer = (Adam(self._parameters, self.settings.learning_rate, fused=fused, flat=self._flat)
+                          if self._parameters else None)
         self.step_count = 0
         self.losses: list[float] = []
         self.last_grad_norm: float | None = None
         self.evaluations: list[Evaluation] = []
-        self._snapshot = _Snapshot(list(self.flow.state_dict(keep_vars=True).values()))
+        if self._flat is None:
+            self._snapshot = _Snapshot(list(self.flow.state_dict(keep_vars=True).values()))
+        else:
+            self._snapshot = _Snapshot(list(self.flow.buffers()), self._flat)
         self._last_input: Tensor | None = None
         self._initialize()
 
@@ -261,11 +273,7 @@ class Trainer:
 
         self.flow.load_state_dict(flow)
         if self.optimizer is not None:
-            self.optimizer.state.clear()
-            for parameter, moments in zip(self._parameters, adam):
-                if moments:
-                    self.optimizer.state[parameter] = {key: value.to(parameter.device).clone()
-                                                       for key, value in moments.items()}
+            self.optimizer.load(adam)
         self.generator.set_state(generator)
         self.step_count = int(step)
         self.losses = losses.tolist()
@@ -324,16 +332,17 @@ class Trainer:
         self.optimizer.zero_grad()
         loss.backward()
         grads = [p.grad for p in self._parameters if p.grad is not None]
-        norm = float(torch.linalg.vector_norm(_flat(grads))) if grads else 0.0
+        flat_grad = _flat(grads) if grads else None
+        norm = float(torch.linalg.vector_norm(flat_grad)) if grads else 0.0
         if not math.isfinite(norm):
             raise self._reject(Stage.GRADIENT)
         self.last_grad_norm = norm  # before clipping: what the step explanation shows
         clip = self.settings.grad_clip
         if 0 < clip < norm:  # as torch.nn.utils.clip_grad_norm_ scales
-            torch._foreach_mul_(grads, clip / (norm + 1e-6))
-        self.optimizer.step()
-        if not _all_finite(self._parameters):
-            self.optimizer.state.clear()  # its moments were updated from the bad step too
+            torch._foreach_mul_([*grads, flat_grad], clip / (norm + 1e-6))
+        self.optimizer.step(flat_grad if len(grads) == len(self._parameters) else None)
+        if not (bool(torch.isfinite(self._flat).all()) if self._flat is not None else _all_finite(self._parameters)):
+            self.optimizer.reset()  # its moments were updated from the bad step too
             raise self._reject(Stage.PARAMETERS)
         return self._record(loss)
 
