@@ -23,7 +23,7 @@ from flowviz.ui.explorer import Explorer
 from flowviz.ui.layout import SIDEBAR_PX
 from flowviz.ui.live import ComputeGate
 from flowviz.ui.plots import leave_dimmed_copies_to_the_page
-from flowviz.ui.serving import closed_page_writes_are_not_errors
+from flowviz.ui.serving import closed_page_writes_are_not_errors, messages_refer_to_models_by_need
 
 TITLE = "flowviz · normalizing flows, layer by layer"
 
@@ -114,6 +114,7 @@ if __name__.startswith("bokeh"):
     # Measured with the realnvp-moons preset: in-app steps/s rose from ~60% to ~90% of headless.
     sys.setswitchinterval(0.001)
     closed_page_writes_are_not_errors(IOLoop.current().asyncio_loop)
+    messages_refer_to_models_by_need()
     pn.extension("katex", notifications=False)
     # `panel serve flowviz/app.py --args PRESET` (what `flowviz serve PRESET` runs) sets sys.argv.
     # While this page is built, the process's training steps and live frames wait (those under way

@@ -850,3 +850,34 @@ def test_a_server_over_its_budget_sends_one_frame_at_a_time(explorer, monkeypatc
     monkeypatch.setattr(live, "over_budget", lambda: False)
     explorer.tick()
     assert clock.shown - clock.painted == 2
+
+
+def test_a_message_is_the_same_with_model_references_made_by_need(monkeypatch):
+    """`messages_refer_to_models_by_need` changes how Bokeh's serialiser finds a model's reference,
+    not the message: a change that refers to models the page has and to a new one encodes alike."""
+    from bokeh.core.serialization import Serializer
+    from bokeh.document import Document
+    from bokeh.models import ColumnDataSource, Title
+    from bokeh.plotting import figure
+
+    from flowviz.ui.serving import messages_refer_to_models_by_need
+
+    messages_refer_to_models_by_need()
+    document, source = Document(), ColumnDataSource({"x": [1.0], "y": [2.0]})
+    plot = figure()
+    plot.scatter("x", "y", source=source)
+    document.add_root(plot)
+    document.models.flush_synced()  # the page has every model now
+    events = []
+    document.on_change(events.append)
+    source.data = {"x": np.arange(3.0), "y": np.ones(3)}
+    plot.title = Title(text="new")  # a model the page does not have yet
+    plot.x_range = plot.y_range  # a model it has: a reference only
+
+    def encoded():  # buffers inline (base64), so two encodings compare as text
+        return Serializer(references=document.models.synced_references, deferred=False).encode(events)
+
+    by_need = encoded()
+    monkeypatch.setattr(Serializer, "__init__", Serializer.__init__.__wrapped__)
+    assert repr(by_need) == repr(encoded())
+    assert "'name': 'Title'" in repr(by_need) and f"'new': {{'id': '{plot.y_range.id}'}}" in repr(by_need)
