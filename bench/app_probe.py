@@ -15,15 +15,11 @@ import time
 from pathlib import Path
 
 import panel as pn
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from flowviz.app import _link_from_request, create_app
+from flowviz.app import serve_page
 
-torch.set_num_threads(1)  # as flowviz/app.py sets them
-sys.setswitchinterval(0.001)
-pn.extension("katex", notifications=False)
-template = create_app(_link_from_request())
+template = serve_page()
 explorer = template.explorer
 
 
@@ -33,8 +29,9 @@ def report() -> None:
             "frames_rendered": live.frames_rendered, "render_s": live.render_seconds, "step": live.step, "answer_s": explorer.clock.answer_seconds,
             "kind": frame.kind if frame else "", "model_px": int(frame.model.shape[0]) if frame else 0,
             "strip_px": int(frame.views.log_q.shape[1]) if frame else 0, "unseen": explorer.state.unseen}
-    Path(os.environ["FV_PROBE"]).write_text(json.dumps(data))
+    probe = Path(os.environ["FV_PROBE"])
+    probe.with_suffix(".part").write_text(json.dumps(data))
+    probe.with_suffix(".part").replace(probe)  # whole or not at all: app_rate once read a half-written file
 
 
 pn.state.add_periodic_callback(report, period=500)
-template.servable(title="flowviz")

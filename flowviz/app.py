@@ -105,7 +105,10 @@ def _link_from_request() -> str | None:
     return values[0].decode("utf-8", "replace") if values else None
 
 
-if __name__.startswith("bokeh"):
+def serve_page() -> pn.template.BootstrapTemplate:
+    """Set up this process for serving (once; each call after the first changes nothing) and make
+    this session's page servable: what `panel serve flowviz/app.py` runs for every page, and
+    bench/app_probe.py too, so the benchmarks measure the app as served."""
     # Each session trains in its own threads; one intra-op thread each keeps sessions from
     # oversubscribing the cores (small 2-D models gain nothing from more).
     torch.set_num_threads(1)
@@ -127,3 +130,8 @@ if __name__.startswith("bokeh"):
         with pn.state.curdoc.models.freeze():
             app.servable(title="flowviz")
             leave_dimmed_copies_to_the_page(model for root in pn.state.curdoc.roots for model in root.references())
+    return app
+
+
+if __name__.startswith("bokeh"):
+    serve_page()
