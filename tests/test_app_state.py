@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import threading
 import time
+import warnings
 
 import numpy as np
 import panel as pn
@@ -855,7 +856,7 @@ def test_a_server_over_its_budget_sends_one_frame_at_a_time(explorer, monkeypatc
 def test_a_message_is_the_same_with_model_references_made_by_need(monkeypatch):
     """`messages_refer_to_models_by_need` changes how Bokeh's serialiser finds a model's reference,
     not the message: a change that refers to models the page has and to a new one encodes alike."""
-    from bokeh.core.serialization import Serializer
+    from bokeh.core.serialization import Deserializer, Serializer
     from bokeh.document import Document
     from bokeh.models import ColumnDataSource, Title
     from bokeh.plotting import figure
@@ -877,7 +878,16 @@ def test_a_message_is_the_same_with_model_references_made_by_need(monkeypatch):
     def encoded():  # buffers inline (base64), so two encodings compare as text
         return Serializer(references=document.models.synced_references, deferred=False).encode(events)
 
+    def decoded(message):  # as a page's message is read: against every model of the document
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "reference already known")  # the Title, a model the document has
+            return repr(Deserializer(list(document.models)).decode(message))
+
     by_need = encoded()
+    read_by_need = decoded(by_need)
     monkeypatch.setattr(Serializer, "__init__", Serializer.__init__.__wrapped__)
+    monkeypatch.setattr(Deserializer, "__init__", Deserializer.__init__.__wrapped__)
     assert repr(by_need) == repr(encoded())
     assert "'name': 'Title'" in repr(by_need) and f"'new': {{'id': '{plot.y_range.id}'}}" in repr(by_need)
+    assert read_by_need == decoded(by_need)
+    assert f"'new': DataRange1d(id='{plot.y_range.id}'" in read_by_need and "'new': Title(id=" in read_by_need
