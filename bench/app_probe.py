@@ -30,8 +30,9 @@ def report() -> None:
             "kind": frame.kind if frame else "", "model_px": int(frame.model.shape[0]) if frame else 0,
             "strip_px": int(frame.views.log_q.shape[1]) if frame else 0, "unseen": explorer.state.unseen}
     probe = Path(os.environ["FV_PROBE"])
-    probe.with_suffix(".part").write_text(json.dumps(data))
-    probe.with_suffix(".part").replace(probe)  # whole or not at all: app_rate once read a half-written file
+    part = probe.with_suffix(".part")
+    part.write_text(json.dumps(data))
+    part.replace(probe)  # whole or not at all: app_rate once read a half-written file
 
 
 pn.state.add_periodic_callback(report, period=500)
