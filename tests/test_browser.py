@@ -35,7 +35,7 @@ def wait_until(condition, timeout=30.0, message="condition"):
         if condition():
             return
         time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {message}")
+    raise AssertionError(f"timed out waiting for {message() if callable(message) else message}")
 
 
 @pytest.fixture(scope="module")
@@ -628,16 +628,26 @@ def test_dragging_a_planar_line_by_hand_moves_the_density_strip_and_the_ledger(p
     ledger_before = explorer.state.ledger.rows[-1].log_det
     density_before = np.array(strip.images.data["density"][1], np.float64)
     layer_id = explorer.state.held_part()
-    anchor = explorer.state.live.handles(layer_id)["anchor"]
+    handles = explorer.state.live.handles(layer_id)
+    anchor = handles["anchor"]
+    # Press on the line (anywhere along it takes it) 1.5 units from the anchor, on the side away from
+    # the arrows' tips: at the anchor itself the shorter arrow's tip is within the grab's reach, and a
+    # press a few pixels off could take that arrow instead of the line.
+    (wx, wy), tips = handles["w"], [(anchor[0] + vx, anchor[1] + vy) for vx, vy in (handles["w"], handles["u"])]
+    along = np.array([-wy, wx]) / np.hypot(wx, wy)
+    press = max((np.array(anchor) + side * 1.5 * along for side in (1, -1)),
+                key=lambda at: min(np.hypot(*(at - tip)) for tip in tips))
     _settled(page, explorer, hand.fig)
-    start = _screen(page, hand.fig, *anchor)
+    start = _screen(page, hand.fig, *press)
     page.mouse.move(*start)
     page.mouse.down()
     for i in range(1, 30):
         page.mouse.move(start[0] + 2 * i, start[1] + i, steps=2)
     page.mouse.up()
     wait_until(lambda: explorer.state.live.handles(layer_id)["anchor"] != pytest.approx(anchor, abs=0.1), 10,
-               "the line to move")
+               lambda: f"the line to move: handles {handles} before the drag, "
+                       f"{explorer.state.live.handles(layer_id)} after, pressed at {press} ({start} on the page, "
+                       f"{_screen(page, hand.fig, *press)} now)")
     # The frame before the drag was exact too, and a coarse frame of the drag may still be on its way:
     # wait for the exact frame drawn in the strip (full size) after it.
     wait_until(lambda: explorer.state.frame.kind == "exact"
