@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -42,7 +43,9 @@ class Flow(nn.Module):
     @property
     def device(self) -> torch.device:
         """Where the flow's parameters and buffers live (the CPU for a flow that has none)."""
-        return next((t.device for t in self.state_dict().values()), torch.device("cpu"))
+        # (lazily: state_dict() walks and collects every tensor, 0.15 ms for RealNVP-8, on every frame)
+        tensors = itertools.chain(self.parameters(), self.buffers())
+        return next((t.device for t in tensors), torch.device("cpu"))
 
     @contextlib.contextmanager
     def evaluating(self) -> Iterator[Flow]:
