@@ -7,7 +7,8 @@ counts for `--seconds`:
 - bytes/frame: websocket bytes the browser received, per frame;
 - in-app steps/s: the step counter's rise over the window;
 - from the probe: the server's event-loop CPU time per frame sent, the time to compute one frame,
-  and the grid sides of the model view and the strips while training.
+  and the grid sides of the model view and the strips while training;
+- the cores the server process and Chromium's processes kept busy over the window (Linux /proc).
 Headless steps/s is `Trainer.step` on the same preset in a fresh process, measured just before and
 just after the browser run (the mean of the two is the reference). The last line is JSON:
 frames_per_s, steps_per_s, headless_steps_per_s, kib_per_frame, live_resolution, strip_resolution,
@@ -96,6 +97,40 @@ def headless_rate(preset: Path, seconds: float) -> float:
     return json.loads(out.stdout)
 
 
+def cpu_seconds_of_descendants() -> dict[int, tuple[float, str]]:
+    """CPU seconds (user + system) so far of every process started under this one, by pid, with its
+    command line (Linux /proc; empty elsewhere): the server and Chromium's processes."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), command)
+    mine, found = {os.getpid()}, True
+    while found:  # (children first appear after their parents in no particular order)
+        found = False
+        for pid, (parent, _, _) in table.items():
+            if parent in mine and pid not in mine:
+                mine.add(pid)
+                found = True
+    return {pid: (cpu, command) for pid, (_, cpu, command) in table.items() if pid in mine and pid != os.getpid()}
+
+
+def cores_busy(before: dict, after: dict, seconds: float, server_pid: int) -> dict[str, float]:
+    """Cores the server and Chromium kept busy between two `cpu_seconds_of_descendants`."""
+    busy = {"server": 0.0, "chromium": 0.0}
+    for pid, (cpu, command) in after.items():
+        key = "server" if pid == server_pid else "chromium" if "chrom" in command else None
+        if key:
+            busy[key] += (cpu - before.get(pid, (0.0, ""))[0]) / seconds
+    return busy
+
+
 def browser_run(preset: Path, seconds: float, warmup: float) -> dict:
     from playwright.sync_api import sync_playwright
 
@@ -125,11 +160,12 @@ def browser_run(preset: Path, seconds: float, warmup: float) -> dict:
             page.get_by_role("button", name="▶ Play").click()
             page.wait_for_timeout(warmup * 1000)
             start_bytes, start_changes = received[0], len(page.evaluate("window.fvChanges"))
-            first = json.loads(probe.read_text())
+            first, cpu_first, clock_first = json.loads(probe.read_text()), cpu_seconds_of_descendants(), time.perf_counter()
             page.wait_for_timeout(seconds * 1000)
             changes = page.evaluate("window.fvChanges")[start_changes:]
             total_bytes = received[0] - start_bytes
             last = json.loads(probe.read_text())
+            cores = cores_busy(cpu_first, cpu_seconds_of_descendants(), time.perf_counter() - clock_first, server.pid)
             browser.close()
     finally:
         server.terminate()
@@ -144,7 +180,7 @@ def browser_run(preset: Path, seconds: float, warmup: float) -> dict:
             "render_ms": 1000 * (last["render_s"] - first["render_s"]) / rendered,
             "answer_ms": 1000 * (last["answer_s"] - first["answer_s"]) / sent,
             "live_resolution": last["model_px"], "strip_resolution": last["strip_px"], "kind": last["kind"],
-            "unseen": last.get("unseen", [])}
+            "unseen": last.get("unseen", []), "cores": cores}
 
 
 SERVER_ONLY = """
@@ -198,6 +234,8 @@ def main() -> None:
               f"to compute a frame, {app['answer_ms']:.0f} ms "
               f"from sending a frame to the page having painted it; model view {app['live_resolution']}², strips {app['strip_resolution']}² "
               f"({app['kind']} frames); out of view, so not drawn: {', '.join(app['unseen']) or 'nothing'}")
+        print(f"cores busy: the server {app['cores']['server']:.2f}, Chromium {app['cores']['chromium']:.2f} "
+              f"(of {os.cpu_count()})")
         print(json.dumps({"frames_per_s": round(app["frames_per_s"], 2), "steps_per_s": round(app["steps_per_s"], 1),
                           "headless_steps_per_s": round(headless, 1),
                           "kib_per_frame": round(app["bytes_per_frame"] / 1024, 1),
