@@ -28,6 +28,7 @@ def report() -> None:
     frame, live = explorer.state.frame, explorer.state.live
     data = {"event_loop_s": time.thread_time(), "frames_shown": explorer.state.frames_shown,
             "frames_rendered": live.frames_rendered, "render_s": live.render_seconds, "step": live.step, "answer_s": explorer.clock.answer_seconds,
+            "answers": explorer.clock.answers,
             "kind": frame.kind if frame else "", "model_px": int(frame.model.shape[0]) if frame else 0,
             "strip_px": int(frame.views.log_q.shape[1]) if frame else 0, "unseen": explorer.state.unseen}
     probe = Path(os.environ["FV_PROBE"])

@@ -178,7 +178,7 @@ def browser_run(preset: Path, seconds: float, warmup: float) -> dict:
             "bytes_per_frame": total_bytes / max(frames, 1),
             "event_loop_ms_per_frame": 1000 * (last["event_loop_s"] - first["event_loop_s"]) / sent,
             "render_ms": 1000 * (last["render_s"] - first["render_s"]) / rendered,
-            "answer_ms": 1000 * (last["answer_s"] - first["answer_s"]) / sent,
+            "answer_ms": 1000 * (last["answer_s"] - first["answer_s"]) / max(last["answers"] - first["answers"], 1),
             "live_resolution": last["model_px"], "strip_resolution": last["strip_px"], "kind": last["kind"],
             "unseen": last.get("unseen", []), "cores": cores}
 

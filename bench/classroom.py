@@ -19,9 +19,9 @@ Reports per-session frames/s (minimum, median), steps/s per session, the server'
 from /proc) and its resident memory per session above the idle server. Then, while the N train:
 one more page is opened (`join_s`: until its document has arrived, what BokehJS renders from), and
 every student presses Pause at a random moment of 3 s (`click_ms_p95`: until its page saw the
-toggle turn back into ▶ Play). Each client answers the page's FrameClock the moment a frame
-arrives, as a browser that paints at once would. The sessions of one N are closed before the next
-N starts. Ends with one JSON line per N: sessions, procs, fps_min, fps_median, steps_per_s_median,
+toggle turn back into ▶ Play). Each client answers the page's FrameClock the moment a frame that
+asks for an answer arrives, as a browser that paints at once would. The sessions of one N are
+closed before the next N starts. Ends with one JSON line per N: sessions, procs, fps_min, fps_median, steps_per_s_median,
 cores_busy, mib_per_session, join_s, click_ms_p95.
 """
 
@@ -140,14 +140,15 @@ def _entries(value: object) -> dict:
 
 def _shown(patch: dict, component: str) -> int | None:
     """The frame count a patch's FrameClock message carries (the server sends it as an ESM message,
-    last in a frame's patch), or None."""
+    last in a frame's patch) when it asks the page to answer, or None."""
     for event in patch.get("events", []):
         data = event.get("msg_data", {}) if event.get("kind") == "MessageSent" else {}
         if not isinstance(data, dict) or data.get("name") != "esm_event":
             continue
         values = _entries(data.get("values"))
-        shown = _entries(values.get("data")).get("shown")
-        if values.get("model", {}).get("id") == component and isinstance(shown, int):
+        message = _entries(values.get("data"))
+        shown = message.get("shown")
+        if values.get("model", {}).get("id") == component and isinstance(shown, int) and message.get("answer", True):
             return shown
     return None
 

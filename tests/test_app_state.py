@@ -798,9 +798,10 @@ def test_the_status_line_sends_each_new_text_once_and_again_to_a_page_that_draws
     assert sent == ["step 1", "step 2", "step 2"] and line.html == "step 2"
 
 
-def test_a_page_has_at_most_two_frames_on_their_way():
+def test_a_page_answers_every_second_frame_and_has_at_most_three_on_their_way():
     """The next frame travels while the page paints the last, but a page that paints slowly gets no
-    third: frames do not queue in its socket, and its answers free their frames, however batched."""
+    more than three: frames do not queue in its socket. It answers every second frame (each answer
+    costs the shared event loop), and an answer frees every frame up to it, however batched."""
     from bokeh.document import Document
     from panel.models.esm import DataEvent
 
@@ -809,17 +810,26 @@ def test_a_page_has_at_most_two_frames_on_their_way():
     clock, doc = FrameClock(), Document()
     model = clock.get_root(doc)
     doc.add_root(model)
+    asked = []
+    doc.on_change(lambda event: asked.append(event.msg_data.data["answer"]))
     readiness = []
-    for _ in range(2):
-        readiness.append(clock.ready())
-        clock.sent()
-    assert readiness == [True, True] and not clock.ready()
-    doc.callbacks.trigger_event(DataEvent(model=model, data={"painted": 1}))
-    assert clock.ready()
-    clock.sent()
-    assert not clock.ready()
-    doc.callbacks.trigger_event(DataEvent(model=model, data={"painted": 3}))  # the page caught up at once
-    assert clock.painted == 3 and clock.ready() and clock.answer_seconds > 0
+    for _ in range(3):
+        readiness.append(clock.ready(3))
+        clock.sent(every_frame=False)
+    assert readiness == [True, True, True] and not clock.ready(3)
+    assert asked == [False, True, False]  # frames 1, 2, 3: the page answers the second
+    doc.callbacks.trigger_event(DataEvent(model=model, data={"painted": 2}))
+    assert clock.painted == 2 and clock.answers == 1 and clock.ready(3)
+    clock.sent(every_frame=False)
+    clock.sent(every_frame=False)
+    assert not clock.ready(3) and asked[3:] == [True, False]
+    doc.callbacks.trigger_event(DataEvent(model=model, data={"painted": 5}))  # the page caught up at once
+    assert clock.painted == 5 and clock.ready(1) and clock.answer_seconds > 0
+    for frame in (6, 7):  # one at a time (a server over its budget): every frame is answered
+        clock.sent(every_frame=True)
+        assert asked[-1] is True and not clock.ready(1)
+        doc.callbacks.trigger_event(DataEvent(model=model, data={"painted": frame}))
+    assert clock.painted == 7 and clock.answers == 4
 
 
 def test_the_live_kl_after_each_layer_waits_frames_as_well_as_seconds(monkeypatch):

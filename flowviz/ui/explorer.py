@@ -165,10 +165,13 @@ class Explorer(pn.viewable.Viewer):
         """Show the newest frame, all its changes in one message, while the page has fewer frames on
         their way than the clock allows (woken by a new frame or the page's answer, and by the
         periodic callback)."""
-        in_flight = 1 if self.state.live.over_budget() else 2
+        # Over its budget (a class), a page has one frame on its way and answers each. Otherwise it
+        # answers every second frame, and may have three on their way: after an answer, one or
+        # none; so that the next travels while the page paints the last.
+        one_at_a_time = self.state.live.over_budget()
         with pn.io.hold():
-            if self.state.tick(take=self._page_loaded and self.clock.ready(in_flight)):
-                self.clock.sent()
+            if self.state.tick(take=self._page_loaded and self.clock.ready(1 if one_at_a_time else 3)):
+                self.clock.sent(every_frame=one_at_a_time)
         if self._page_loaded:
             self.keeper.keep()
 

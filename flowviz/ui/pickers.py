@@ -218,6 +218,7 @@ export function render({ model }) {
 }"""
 
 
+ANSWER_EVERY = 2  # frames a page answers once, while it may have more than one on its way
 SEND_TIMES_KEPT = 8  # of frames on their way to a page; a page has at most 2, a silent one more
 
 
@@ -231,6 +232,11 @@ class FrameClock(JSComponent):
     against 13.0 frames/s, alternated). A server over its budget (a class of 30) gets one at a
     time: there a frame's round trip is not what limits, and a second frame ahead of a Pause's
     effect made clicks slower (click_ms_p95 over 1 s in 2 of 4 runs of bench/classroom.py).
+
+    Each answer is a message through Bokeh's whole receiving path on the event loop every session
+    shares (parse, document patch, event dispatch, a reply): py-spy put ~15% of the loop's time in
+    them. So a frame says whether the page should answer it (`sent(every_frame=False)`: every
+    ANSWER_EVERY-th frame); an answer counts every frame up to it as painted.
     """
 
     timeout_s = param.Number(default=1.0, doc="a page that has not answered by then gets the next frame anyway")
@@ -239,7 +245,8 @@ class FrameClock(JSComponent):
         super().__init__(**params)
         self.shown = 0  # frames sent to the page
         self.painted = 0
-        self.answer_seconds = 0.0  # summed over frames: from sending one to the page saying it painted it
+        self.answers = 0  # answers that counted new frames as painted
+        self.answer_seconds = 0.0  # summed over those answers: from sending their frame to the page saying it painted it
         self.on_painted: Callable[[], None] | None = None  # called when the page says it painted a frame
         self._sent_at: dict[int, float] = {}  # the frames on their way, by number: when each was sent
 
@@ -250,8 +257,9 @@ class FrameClock(JSComponent):
             return True
         return time.perf_counter() - self._sent_at.get(self.shown, 0.0) > self.timeout_s
 
-    def sent(self) -> None:
-        """Count one more frame, in the same message as the frame's own changes (call it last)."""
+    def sent(self, every_frame: bool = True) -> None:
+        """Count one more frame, in the same message as the frame's own changes (call it last). The
+        page answers it once painted if `every_frame`, else only every ANSWER_EVERY-th frame."""
         self.shown += 1
         self._sent_at[self.shown] = time.perf_counter()
         if len(self._sent_at) > SEND_TIMES_KEPT:  # a page that stopped answering (a hidden tab): forget the oldest
@@ -259,7 +267,7 @@ class FrameClock(JSComponent):
         # A message, not a parameter: Panel recomputes the template's design modifiers for every
         # parameter change (0.26 ms alone, 1.5 ms of the event loop per frame in a training page,
         # py-spy); queuing a message costs 0.01 ms.
-        self._send_msg({"shown": self.shown})
+        self._send_msg({"shown": self.shown, "answer": every_frame or self.shown % ANSWER_EVERY == 0})
 
     def _process_bokeh_event(self, doc, event) -> None:
         # Panel wraps every page message in its busy bookkeeping (two rounds of watchers on
@@ -272,8 +280,11 @@ class FrameClock(JSComponent):
         if isinstance(data, dict) and isinstance(data.get("painted"), int):
             painted = min(data["painted"], self.shown)
             now = time.perf_counter()
+            if painted > self.painted:
+                self.answers += 1
+                self.answer_seconds += now - self._sent_at.get(painted, now)
             for frame in range(self.painted + 1, painted + 1):
-                self.answer_seconds += now - self._sent_at.pop(frame, now)
+                self._sent_at.pop(frame, None)
             self.painted = max(self.painted, painted)
             if self.on_painted is not None:
                 self.on_painted()
@@ -284,7 +295,7 @@ export function render({ model }) {
   // have been painted.
   model.on('msg:custom', (message) => {
     const shown = message.shown;
-    if (typeof shown !== 'number') return;
+    if (typeof shown !== 'number' || message.answer === false) return;
     requestAnimationFrame(() => setTimeout(() => model.send_msg({ painted: shown }), 0));
   });
   return document.createElement('span');
