@@ -825,11 +825,15 @@ def test_a_page_answers_every_second_frame_and_has_at_most_three_on_their_way():
     assert not clock.ready(3) and asked[3:] == [True, False]
     doc.callbacks.trigger_event(DataEvent(model=model, data={"painted": 5}))  # the page caught up at once
     assert clock.painted == 5 and clock.ready(1) and clock.answer_seconds > 0
-    for frame in (6, 7):  # one at a time (a server over its budget): every frame is answered
+    clock.sent(every_frame=False)  # frame 6, which the page answers
+    doc.callbacks.trigger_event(DataEvent(model=model, data={"painted": 6}))
+    clock.sent(every_frame=False)  # frame 7, which it does not: it does not hold back the next one
+    assert clock.ready(1)
+    for frame in (8, 9):  # one at a time (a server over its budget): every frame is answered
         clock.sent(every_frame=True)
         assert asked[-1] is True and not clock.ready(1)
         doc.callbacks.trigger_event(DataEvent(model=model, data={"painted": frame}))
-    assert clock.painted == 7 and clock.answers == 4
+    assert clock.painted == 9 and clock.answers == 5
 
 
 def test_the_live_kl_after_each_layer_waits_frames_as_well_as_seconds(monkeypatch):

@@ -249,11 +249,16 @@ class FrameClock(JSComponent):
         self.answer_seconds = 0.0  # summed over those answers: from sending their frame to the page saying it painted it
         self.on_painted: Callable[[], None] | None = None  # called when the page says it painted a frame
         self._sent_at: dict[int, float] = {}  # the frames on their way, by number: when each was sent
+        self._last_asked = 0  # the last frame the page was asked to answer
 
     def ready(self, in_flight: int = 2) -> bool:
         """Whether the page may get another frame: fewer than `in_flight` are on their way (or the
         page stayed silent past the timeout)."""
-        if self.shown - self.painted < in_flight:
+        on_way = self.shown - self.painted
+        # A frame the page was not asked to answer is known painted only from a later one's answer:
+        # alone on its way, it does not hold back the next (which asks), or a page switched to one at
+        # a time (its server newly over budget) would wait for the timeout.
+        if on_way < in_flight or (on_way == 1 and self._last_asked < self.shown):
             return True
         return time.perf_counter() - self._sent_at.get(self.shown, 0.0) > self.timeout_s
 
@@ -267,7 +272,10 @@ class FrameClock(JSComponent):
         # A message, not a parameter: Panel recomputes the template's design modifiers for every
         # parameter change (0.26 ms alone, 1.5 ms of the event loop per frame in a training page,
         # py-spy); queuing a message costs 0.01 ms.
-        self._send_msg({"shown": self.shown, "answer": every_frame or self.shown % ANSWER_EVERY == 0})
+        answer = every_frame or self.shown % ANSWER_EVERY == 0
+        if answer:
+            self._last_asked = self.shown
+        self._send_msg({"shown": self.shown, "answer": answer})
 
     def _process_bokeh_event(self, doc, event) -> None:
         # Panel wraps every page message in its busy bookkeeping (two rounds of watchers on
