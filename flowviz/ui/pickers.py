@@ -219,7 +219,7 @@ export function render({ model }) {
 
 
 ANSWER_EVERY = 2  # frames a page answers once, while it may have more than one on its way
-SEND_TIMES_KEPT = 8  # of frames on their way to a page; a page has at most 2, a silent one more
+SEND_TIMES_KEPT = 8  # of frames on their way to a page; a page has at most 3, a silent one more
 
 
 class FrameClock(JSComponent):
