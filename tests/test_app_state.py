@@ -852,19 +852,22 @@ def test_the_live_kl_after_each_layer_waits_frames_as_well_as_seconds(monkeypatc
 
 
 def test_a_server_over_its_budget_sends_one_frame_at_a_time(explorer, monkeypatch):
-    """Two frames on their way only while live frames are drawn at full size; a class that makes
-    them coarser gets one at a time, so a Pause's effect is not queued behind a second frame."""
+    """Three frames on their way only while live frames are drawn at full size; a class that makes
+    them coarser gets one at a time, each answered, so a Pause's effect is not queued behind more."""
     clock, live = explorer.clock, explorer.state.live
     live.render()
     explorer.tick()
-    assert clock.shown - clock.painted == 1
+    assert clock.shown - clock.painted == 1  # frame 1, which the page is not asked to answer
     monkeypatch.setattr(live, "over_budget", lambda: True)
     live.render()
     explorer.tick()
-    assert clock.shown - clock.painted == 1  # the new frame waits for the page
+    assert clock.shown - clock.painted == 2  # frame 2 asks: frame 1 alone would never be answered
+    live.render()
+    explorer.tick()
+    assert clock.shown - clock.painted == 2  # frame 3 waits for the page's answer to frame 2
     monkeypatch.setattr(live, "over_budget", lambda: False)
     explorer.tick()
-    assert clock.shown - clock.painted == 2
+    assert clock.shown - clock.painted == 3
 
 
 def test_a_message_is_the_same_with_model_references_made_by_need(monkeypatch):
