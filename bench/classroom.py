@@ -21,8 +21,8 @@ one more page is opened (`join_s`: until its document has arrived, what BokehJS 
 every student presses Pause at a random moment of 3 s (`click_ms_p95`: until its page saw the
 toggle turn back into ▶ Play). Each client answers the page's FrameClock the moment a frame that
 asks for an answer arrives, as a browser that paints at once would. The sessions of one N are
-closed before the next N starts. Ends with one JSON line per N: sessions, procs, fps_min, fps_median, steps_per_s_median,
-cores_busy, mib_per_session, join_s, click_ms_p95.
+closed before the next N starts. Ends with one JSON line per N: sessions, procs, fps_min,
+fps_median, steps_per_s_median, cores_busy, mib_per_session, join_s, click_ms_p95.
 """
 
 from __future__ import annotations
