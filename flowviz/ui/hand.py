@@ -18,7 +18,14 @@ from flowviz.core.bases import BASES
 from flowviz.core.handles import Handle
 from flowviz.core.layers import LAYERS
 from flowviz.ui.layout import Sizes
-from flowviz.ui.plots import DENSITY_PALETTE, ColorScale, SquarePlot, leave_dimmed_copies_to_the_page, nice_ceiling
+from flowviz.ui.plots import (
+    DENSITY_PALETTE,
+    ColorScale,
+    SquarePlot,
+    finite_quantile,
+    leave_dimmed_copies_to_the_page,
+    nice_ceiling,
+)
 from flowviz.ui.state import ExperimentState
 from flowviz.ui.views import StateView, edits_bokeh
 
@@ -162,8 +169,7 @@ class HandView(StateView):
 
     def _draw_density(self, log_q: np.ndarray) -> None:
         density = np.exp(log_q).astype(np.float32)
-        finite = density[np.isfinite(density)]
-        self.scale.mapper.high = nice_ceiling(float(np.quantile(finite, 0.995)) if finite.size else 1.0)
+        self.scale.mapper.high = nice_ceiling(finite_quantile(density, 0.995))
         self.image.data = {"image": [density]}
 
     def _draw_handles(self, values: dict, handles: list[Handle]) -> None:

@@ -22,6 +22,7 @@ from flowviz.ui.plots import (
     ColorScale,
     depth_label,
     draw_ring,
+    finite_quantile,
     packed_colors,
     plane_figure,
     steady_high,
@@ -221,12 +222,10 @@ class ImageStrip(Strip):
         layout = self.arrange(view, depths, titles)
         if self.column == "density":
             data = np.exp(views.log_q)
-            finite = data[np.isfinite(data)]
-            self.mapper.high = steady_high(self.mapper.high, float(np.quantile(finite, 0.995)) if finite.size else 1.0)
+            self.mapper.high = steady_high(self.mapper.high, finite_quantile(data, 0.995))
         else:
             data = views.cum_log_det if cumulative else views.log_det
-            finite = np.abs(data[1:][np.isfinite(data[1:])])
-            top = steady_high(self.mapper.high, max(float(np.quantile(finite, 0.995)) if finite.size else 0.0, 0.1))
+            top = steady_high(self.mapper.high, max(finite_quantile(np.abs(data[1:]), 0.995, empty=0.0), 0.1))
             self.mapper.low, self.mapper.high = -top, top
         offsets = layout.offsets()
         self.scale.draw_with(self.renderer, quantised)
