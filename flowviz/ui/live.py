@@ -321,6 +321,9 @@ class LiveSession:
         self._live_scale = 0
         self._live_fit = (-math.inf, 0, None)
         self._live_model = None
+        with self._frame_lock:  # a kept state being written is of the model before: dropped
+            self._kept_copy_wanted.clear()
+            self._kept = None
 
     def _prepare_views(self) -> None:
         spec = self.spec
@@ -368,8 +371,8 @@ class LiveSession:
         if not wait and self.playing:
             with self._frame_lock:
                 kept, self._kept = self._kept, None
-            if kept is None:
-                self._kept_copy_wanted.set()
+                if kept is None:
+                    self._kept_copy_wanted.set()
             return kept
         if not self._lock.acquire(blocking=wait):
             return None
@@ -377,9 +380,9 @@ class LiveSession:
             spec, state, step = self._training_state_copy()
         finally:
             self._lock.release()
-        self._kept_copy_wanted.clear()
-        with self._frame_lock:
-            self._kept = None  # an older one, asked for earlier, would come later than this
+        with self._frame_lock:  # this answers a request still pending: the training thread drops its copy
+            self._kept_copy_wanted.clear()
+            self._kept = None
         return state_bytes(spec, state), step
 
     def _training_state_copy(self) -> tuple[ExperimentSpec, dict, int]:
@@ -390,8 +393,11 @@ class LiveSession:
             spec, state, step = self._training_state_copy()
         kept = state_bytes(spec, state), step
         with self._frame_lock:
-            self._kept = kept
-        self._kept_copy_wanted.clear()  # (only now: a call while it was written would ask again)
+            # Unless a call that took its own copy (a pause's) answered the request meanwhile. Cleared
+            # only now: a call while it was written would otherwise have asked for another.
+            if self._kept_copy_wanted.is_set():
+                self._kept = kept
+                self._kept_copy_wanted.clear()
 
     def restore(self, content: bytes) -> int:
         """Carry on from a kept training state of this experiment; returns its step count. ValueError
