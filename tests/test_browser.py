@@ -16,7 +16,7 @@ import numpy as np
 import panel as pn
 import pytest
 
-from flowviz.app import create_app
+from flowviz.app import create_app, pages_ahead
 from flowviz.core.link import spec_to_link
 from flowviz.core.spec import ExperimentSpec
 
@@ -276,11 +276,15 @@ def test_closing_the_tab_stops_its_training(browser, server):
 
 
 def test_two_sessions_never_see_each_others_state(browser, server):
+    """The second page of the same experiment is the one built ahead once the first had loaded
+    (app.py's PageAhead): its own model and views, and its page trains it."""
     url, sessions = server
     first_page, second_page = browser.new_page(), browser.new_page()
     try:
         first = _open(first_page, url, sessions)
+        wait_until(lambda: pages_ahead().has(first.state.spec), 30, "the next page built ahead")
         second = _open(second_page, url, sessions)
+        assert second.built_ahead and not pages_ahead().has(first.state.spec)  # (handed to one page only)
         assert first is not second and first.state.live is not second.state.live
         layers = len(second.state.spec.layers)
         first_page.locator(".fv-palette-item[data-type=radial]").locator("button").click()
@@ -292,6 +296,9 @@ def test_two_sessions_never_see_each_others_state(browser, server):
         assert second.state.live.step == 0
         assert second_page.locator(".fv-stack-item").count() == layers
         assert first.state.live.flow is not second.state.live.flow
+        second_page.get_by_role("button", name="Step", exact=True).click()
+        wait_until(lambda: second.state.live.step == 1 and _step_shown(second_page) == 1, 10, "the second page's step")
+        assert first.state.live.step == 1
     finally:
         first_page.close()
         second_page.close()

@@ -51,9 +51,12 @@ class Explorer(pn.viewable.Viewer):
     clock = param.ClassSelector(class_=FrameClock, doc="frames sent and painted (for the template's header)")
 
     def __init__(self, spec: ExperimentSpec | None = None, gate: ComputeGate | None = None, served: bool = False,
-                 **params):
-        """`served`: a server session's explorer, whose frames the rendering thread computes (`start`)."""
-        super().__init__(state=ExperimentState(spec, gate=gate, exact_in_background=served),
+                 ahead: bool = False, **params):
+        """`served`: a server session's explorer, whose frames the rendering thread computes (`start`).
+        `ahead`: built before its page asked for it, off the event loop (app.py's `PageAhead`): its
+        first frame is computed here, exact, and no thread starts before `start`."""
+        self.built_ahead = ahead
+        super().__init__(state=ExperimentState(spec, gate=gate, exact_in_background=served and not ahead),
                          screen=Screen(fold_below=FOLD_SIDEBAR_BELOW, margin=0), clock=FrameClock(margin=0), **params)
         state = self.state
         self.experiment, self.target, self.base = ExperimentCard(state), TargetCard(state), BaseCard(state)
