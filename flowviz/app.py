@@ -7,22 +7,19 @@ given after `--args` (`flowviz serve` passes it), else realnvp-moons.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-import threading
 import weakref
 
 import panel as pn
 import torch
-from bokeh.document import Document
 from panel.io.resources import get_dist_path
 from tornado.ioloop import IOLoop
 
 from flowviz.core.limits import LIMITS
 from flowviz.core.link import LINK_PARAMETER
 from flowviz.core.presets import DEFAULT_PRESET
-from flowviz.core.spec import ExperimentSpec
+from flowviz.ui.ahead import PageAhead
 from flowviz.ui.explorer import Explorer
 from flowviz.ui.layout import SIDEBAR_PX
 from flowviz.ui.live import ComputeGate
@@ -86,78 +83,8 @@ def serve_styles_locally() -> None:
         doc._template_variables["dist_url"] = get_dist_path(cdn=False)  # what Panel's page render sets
 
 
-class PageAhead:
-    """The next page's explorer, built before that page asks for it: on a thread of its own, once a
-    page has loaded, for the experiment that page opened (a class opens one link; a reload opens the
-    page it reloads). A page of that experiment then takes it instead of building one on the event
-    loop every session shares: 0.6 s of its document's build instead of 1.5 s (realnvp-moons, an
-    idle process). One per server process, in `pn.state.cache` like the compute gate; it holds no
-    session's data until a page takes it, and each explorer it built goes to one page only.
-
-    Example:
-        >>> from flowviz.core.presets import preset_path
-        >>> from flowviz.core.spec import ExperimentSpec
-        >>> moons = ExperimentSpec.load(preset_path("realnvp-moons"))
-        >>> ahead = PageAhead()
-        >>> ahead.prepare(moons, ComputeGate(1))
-        >>> explorer = ahead.take(moons, wait=30)
-        >>> explorer.built_ahead, explorer.state.frame.kind, explorer.state.live.running
-        (True, 'exact', False)
-        >>> ahead.take(moons) is None  # (each one goes to one page)
-        True
-        >>> explorer.close()
-    """
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._ready: Explorer | None = None
-        self._building: ExperimentSpec | None = None
-        self._built = threading.Condition(self._lock)
-
-    def take(self, spec: ExperimentSpec, wait: float = 3.0) -> Explorer | None:
-        """The explorer built ahead for `spec`, or None. One still being built for it is waited for,
-        up to `wait` seconds: less than building another beside it on the two cores it would share."""
-        with self._lock:
-            self._built.wait_for(lambda: self._building != spec, timeout=wait)
-            ready = self._ready
-            if ready is None or ready.state.spec != spec:
-                return None
-            self._ready = None
-            return ready
-
-    def has(self, spec: ExperimentSpec) -> bool:
-        """Whether an explorer for `spec` is built and not yet taken."""
-        with self._lock:
-            return self._ready is not None and self._ready.state.spec == spec
-
-    def prepare(self, spec: ExperimentSpec, gate: ComputeGate) -> None:
-        """Start building an explorer for `spec` unless one is built or being built."""
-        with self._lock:
-            if self._building is not None or (self._ready is not None and self._ready.state.spec == spec):
-                return
-            self._building = spec
-        threading.Thread(target=self._build, args=(spec, gate), name="flowviz-page-ahead", daemon=True).start()
-
-    def _build(self, spec: ExperimentSpec, gate: ComputeGate) -> None:
-        # This thread's own document: Panel would otherwise take whichever page's document the event
-        # loop is serving at that moment as the current one.
-        pn.state.curdoc = Document()
-        explorer = None
-        try:
-            explorer = Explorer(spec, gate=gate, served=True, ahead=True)
-        except Exception:  # (a page then builds its own, as it would without this)
-            logging.getLogger(__name__).exception("building the next page ahead failed")
-        with self._lock:
-            replaced = self._ready if explorer is not None else None
-            if explorer is not None:
-                self._ready = explorer
-            self._building = None
-            self._built.notify_all()
-        if replaced is not None:
-            replaced.close()
-
-
 def pages_ahead() -> PageAhead:
+    """The process's one `PageAhead`, shared by its sessions like the compute gate."""
     return pn.state.as_cached("flowviz-page-ahead", PageAhead)
 
 

@@ -795,11 +795,13 @@ def test_the_browser_keeps_eight_experiments_and_refuses_a_tampered_one(page, se
 
 
 @contextlib.contextmanager
-def server_process(port):
-    """`panel serve flowviz/app.py` as its own process on 127.0.0.1:`port` (killed at the end)."""
+def server_process(port, log=None, options=()):
+    """`panel serve flowviz/app.py` as its own process on 127.0.0.1:`port` (killed at the end); its
+    output goes to the file `log` if given."""
+    output = open(log, "w") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - the child writes it
     process = subprocess.Popen([sys.executable, "-m", "panel", "serve", "flowviz/app.py", "--port", str(port),
-                                "--address", "127.0.0.1", f"--allow-websocket-origin=127.0.0.1:{port}"],
-                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                "--address", "127.0.0.1", f"--allow-websocket-origin=127.0.0.1:{port}", *options],
+                               cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
     try:
         wait_until(lambda: _listening(port) or process.poll() is not None, 60, "the server process")
         assert process.poll() is None, "the server process exited"
@@ -807,6 +809,26 @@ def server_process(port):
     finally:
         process.kill()
         process.wait(20)
+
+
+def test_pages_of_a_served_process_are_built_ahead_after_others_closed(browser, tmp_path):
+    """`panel serve flowviz/app.py` as people run it. Bokeh clears the namespace of a page's run of
+    app.py once its session has ended; the explorer the process builds ahead for the next page
+    (ui/ahead.py) outlives such pages. Pages opened after another's session ended load and train,
+    and the server logs no error (before the fix, building ahead raised NameError there)."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/app"
+    log = tmp_path / "server.log"
+    with server_process(port, log, ("--unused-session-lifetime", "500", "--check-unused-sessions", "250")):
+        for _ in range(3):
+            tab = browser.new_page(viewport={"width": 1280, "height": 800})
+            tab.goto(url)
+            tab.get_by_role("button", name="Step", exact=True).click(timeout=60_000)
+            wait_until(lambda tab=tab: _step_shown(tab) == 1, 20, "the page's step")
+            tab.wait_for_timeout(2500)  # the next page's explorer is built meanwhile
+            tab.close()
+            time.sleep(1.5)  # the session ends (500 ms unused, checked every 250 ms)
+    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
 
 
 def _step_shown(page):
