@@ -53,7 +53,7 @@ class Explorer(pn.viewable.Viewer):
     def __init__(self, spec: ExperimentSpec | None = None, gate: ComputeGate | None = None, served: bool = False,
                  ahead: bool = False, **params):
         """`served`: a server session's explorer, whose frames the rendering thread computes (`start`).
-        `ahead`: built before its page asked for it, off the event loop (app.py's `PageAhead`): its
+        `ahead`: built before its page asked for it, off the event loop (ui/ahead.py's `PageAhead`): its
         first frame is computed here, exact, and no thread starts before `start`."""
         self.built_ahead = ahead
         super().__init__(state=ExperimentState(spec, gate=gate, exact_in_background=served and not ahead),
