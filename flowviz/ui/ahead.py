@@ -50,21 +50,23 @@ class PageAhead:
         up to `wait` seconds: less than building another beside it on the two cores it would share."""
         with self._lock:
             self._built.wait_for(lambda: self._building != spec, timeout=wait)
-            ready = self._ready
-            if ready is None or ready.state.spec != spec:
+            if not self._ready_for(spec):
                 return None
-            self._ready = None
+            ready, self._ready = self._ready, None
             return ready
 
     def has(self, spec: ExperimentSpec) -> bool:
         """Whether an explorer for `spec` is built and not yet taken."""
         with self._lock:
-            return self._ready is not None and self._ready.state.spec == spec
+            return self._ready_for(spec)
+
+    def _ready_for(self, spec: ExperimentSpec) -> bool:  # (under the lock)
+        return self._ready is not None and self._ready.state.spec == spec
 
     def prepare(self, spec: ExperimentSpec, gate: ComputeGate) -> None:
         """Start building an explorer for `spec` unless one is built or being built."""
         with self._lock:
-            if self._building is not None or (self._ready is not None and self._ready.state.spec == spec):
+            if self._building is not None or self._ready_for(spec):
                 return
             self._building = spec
         threading.Thread(target=self._build, args=(spec, gate), name="flowviz-page-ahead", daemon=True).start()
@@ -78,10 +80,10 @@ class PageAhead:
             explorer = Explorer(spec, gate=gate, served=True, ahead=True)
         except Exception:  # (a page then builds its own, as it would without this)
             logging.getLogger(__name__).exception("building the next page ahead failed")
+        replaced = None
         with self._lock:
-            replaced = self._ready if explorer is not None else None
             if explorer is not None:
-                self._ready = explorer
+                replaced, self._ready = self._ready, explorer
             self._building = None
             self._built.notify_all()
         if replaced is not None:
