@@ -542,10 +542,11 @@ def test_a_strip_out_of_view_is_drawn_once_scrolled_to(page):
     wait_until(lambda: "overview" in explorer.state.unseen, 10, "the overview to be reported scrolled away")
 
 
-def test_painting_a_step_does_not_ask_the_computed_style_for_every_visual(page):
-    """BokehJS asks `getComputedStyle` for every visual property of every title, axis and colour bar
-    it paints (CSS overrides nobody sets here): ~1,600 calls for one Step's frames. The page turns that
-    lookup off; what is left is layout's own."""
+def test_painting_frames_neither_reads_the_style_of_every_visual_nor_restyles_the_page(page):
+    """BokehJS 3.9 asks `getComputedStyle` for every visual property of every title, axis and colour
+    bar it paints (~1,600 calls for one Step's frames), and each paint of a title or colour bar
+    rewrites its own style sheet with the same text, which restyles the page (~6 times a live
+    frame). The page turns both off (`FrameClock`)."""
     explorer = page.open()
     page.evaluate("""() => { window.fvStyleReads = 0; const read = window.getComputedStyle;
       window.getComputedStyle = function (...args) { window.fvStyleReads++; return read.apply(this, args); }; }""")
@@ -555,6 +556,20 @@ def test_painting_a_step_does_not_ask_the_computed_style_for_every_visual(page):
     assert page.evaluate("() => window.fvStyleReads") < 200
     # ... and the paints still use the figures' own colours: the exact density in many colours
     assert painted_image(page, explorer.overview.target_model.model_image)[1] > 50
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Performance.enable")
+
+    def restyles() -> float:
+        return next(m["value"] for m in cdp.send("Performance.getMetrics")["metrics"] if m["name"] == "RecalcStyleCount")
+
+    page.get_by_role("button", name="▶ Play").click()
+    wait_until(lambda: explorer.state.frame.kind == "live", 30, "live frames")
+    page.wait_for_timeout(1000)
+    shown, before = explorer.clock.shown, restyles()
+    wait_until(lambda: explorer.clock.shown >= shown + 20, 60, "20 live frames")
+    frames, count = explorer.clock.shown - shown, restyles() - before
+    assert count / frames < 3, f"{count} style recalculations for {frames} frames"
+    page.get_by_role("button", name="❚❚ Pause").click()
     assert page.errors == []
 
 
