@@ -546,7 +546,8 @@ def test_painting_frames_neither_reads_the_style_of_every_visual_nor_restyles_th
     """BokehJS 3.9 asks `getComputedStyle` for every visual property of every title, axis and colour
     bar it paints (~1,600 calls for one Step's frames), and each paint of a title or colour bar
     rewrites its own style sheet with the same text, which restyles the page (~6 times a live
-    frame). The page turns both off (`FrameClock`)."""
+    frame). The page turns both off (`FrameClock`), and lays out the status line, which changes every
+    frame, on its own (`StatusLine`)."""
     explorer = page.open()
     page.evaluate("""() => { window.fvStyleReads = 0; const read = window.getComputedStyle;
       window.getComputedStyle = function (...args) { window.fvStyleReads++; return read.apply(this, args); }; }""")
@@ -569,6 +570,12 @@ def test_painting_frames_neither_reads_the_style_of_every_visual_nor_restyles_th
     wait_until(lambda: explorer.clock.shown >= shown + 20, 60, "20 live frames")
     frames, count = explorer.clock.shown - shown, restyles() - before
     assert count / frames < 3, f"{count} style recalculations for {frames} frames"
+    # The status line, laid out on its own (StatusLine), is as high as its text: none of it is cut off
+    page.set_viewport_size({"width": 820, "height": 1180})  # (its text wraps)
+    page.wait_for_timeout(500)
+    heights = page.locator("#fv-step").evaluate(
+        "step => { const text = step.closest('b').parentElement; return [text.parentElement.clientHeight, text.offsetHeight]; }")
+    assert heights[0] == heights[1] and heights[1] > 30, heights
     page.get_by_role("button", name="❚❚ Pause").click()
     assert page.errors == []
 
