@@ -570,14 +570,27 @@ def test_painting_frames_neither_reads_the_style_of_every_visual_nor_restyles_th
     wait_until(lambda: explorer.clock.shown >= shown + 20, 60, "20 live frames")
     frames, count = explorer.clock.shown - shown, restyles() - before
     assert count / frames < 3, f"{count} style recalculations for {frames} frames"
-    # The status line, laid out on its own (StatusLine), is as high as its text: none of it is cut off
-    page.set_viewport_size({"width": 820, "height": 1180})  # (its text wraps)
-    page.wait_for_timeout(500)
-    heights = page.locator("#fv-step").evaluate(
-        "step => { const text = step.closest('b').parentElement; return [text.parentElement.clientHeight, text.offsetHeight]; }")
-    assert heights[0] == heights[1] and heights[1] > 30, heights
     page.get_by_role("button", name="❚❚ Pause").click()
+    wait_until(lambda: explorer.state.frame.kind == "exact", 30, "the exact frame after the pause")
+    # The status line, laid out on its own (StatusLine), is as high as its text: none of it is cut off
+    page.set_viewport_size({"width": 560, "height": 1000})  # (its text wraps)
+    wait_until(lambda: _status_heights(page)[1] > 30, 10, "the status line to wrap")
+    wait_until(lambda: len(set(_status_heights(page))) == 1, 10, lambda: f"a status line as high as its text: {_status_heights(page)}")
     assert page.errors == []
+
+
+def _status_heights(page) -> list[int]:
+    """The status line's height and its text's, read in one go (a frame may replace the text between two reads)."""
+    return page.evaluate("""() => {
+      const find = (root) => {
+        const hit = root.querySelector('#fv-step');
+        if (hit) return hit;
+        for (const node of root.querySelectorAll('*')) if (node.shadowRoot) { const inner = find(node.shadowRoot); if (inner) return inner; }
+        return null;
+      };
+      const text = find(document).closest('b').parentElement;
+      return [text.parentElement.clientHeight, text.offsetHeight];
+    }""")
 
 
 def test_training_shows_a_sharp_model_view_and_pausing_the_exact_chain(page):
