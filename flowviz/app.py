@@ -24,7 +24,11 @@ from flowviz.ui.explorer import Explorer
 from flowviz.ui.layout import SIDEBAR_PX
 from flowviz.ui.live import ComputeGate
 from flowviz.ui.plots import leave_dimmed_copies_to_the_page
-from flowviz.ui.serving import closed_page_writes_are_not_errors, messages_refer_to_models_by_need
+from flowviz.ui.serving import (
+    closed_page_writes_are_not_errors,
+    messages_in_one_write,
+    messages_refer_to_models_by_need,
+)
 from flowviz.ui.state import open_link
 
 TITLE = "flowviz · normalizing flows, layer by layer"
@@ -131,6 +135,7 @@ def serve_page() -> pn.template.BootstrapTemplate:
     sys.setswitchinterval(0.001)
     closed_page_writes_are_not_errors(IOLoop.current().asyncio_loop)
     messages_refer_to_models_by_need()
+    messages_in_one_write()
     pn.extension("katex", notifications=False)
     # `panel serve flowviz/app.py --args PRESET` (what `flowviz serve PRESET` runs) sets sys.argv.
     # While this page is built, the process's training steps and live frames wait (those under way

@@ -908,3 +908,64 @@ def test_a_message_is_the_same_with_model_references_made_by_need(monkeypatch):
     assert "'name': 'Title'" in repr(by_need) and f"'new': {{'id': '{plot.y_range.id}'}}" in repr(by_need)
     assert read_by_need == decoded(by_need)
     assert f"'new': DataRange1d(id='{plot.y_range.id}'" in read_by_need and "'new': Title(id=" in read_by_need
+
+
+def test_a_message_goes_out_in_one_write_as_the_same_bytes_panel_writes_frame_by_frame():
+    """`messages_in_one_write` joins the websocket frames Panel writes one by one (3 + 2 per binary
+    buffer) into one socket write: the bytes on the wire, and their order, are Panel's."""
+    import asyncio
+    from types import SimpleNamespace
+
+    import panel.io.document
+    from bokeh.document import Document
+    from bokeh.document.events import ModelChangedEvent
+    from bokeh.models import ColumnDataSource
+    from bokeh.protocol import Protocol
+    from tornado.concurrent import Future
+    from tornado.iostream import StreamClosedError
+    from tornado.websocket import WebSocketClosedError, WebSocketProtocol13
+
+    from flowviz.ui.serving import messages_in_one_write
+
+    messages_in_one_write()
+    document, source = Document(), ColumnDataSource({"x": np.arange(3.0)})
+    document.add_root(source)
+    change = ModelChangedEvent(document, source, "data", {"x": np.arange(5.0), "colour": np.arange(4, dtype=np.uint8)})
+    message = Protocol().create("PATCH-DOC", [change])
+    assert len(message._buffers) == 2
+
+    class Stream:  # a socket's stream: records each write
+        def __init__(self, closed=False):
+            self.writes, self.is_closed = [], closed
+
+        def write(self, data):
+            self.writes.append(bytes(data))
+            done = Future()
+            if self.is_closed:
+                done.set_exception(StreamClosedError())
+            else:
+                done.set_result(None)
+            return done
+
+        def closed(self):
+            return False
+
+    def connection(stream):  # a server's websocket connection, as tornado makes it, on `stream`
+        protocol = WebSocketProtocol13.__new__(WebSocketProtocol13)
+        protocol.stream, protocol.mask_outgoing, protocol._compressor = stream, False, None
+        protocol.client_terminated = protocol.server_terminated = False
+        protocol._message_bytes_out = protocol._wire_bytes_out = 0
+        return SimpleNamespace(_socket=SimpleNamespace(ws_connection=protocol))
+
+    async def send(dispatch, stream):
+        for written in dispatch(connection(stream), msg=message):
+            await written
+
+    one_by_one, joined = Stream(), Stream()
+    asyncio.run(send(panel.io.document.dispatch_tornado.__wrapped__, one_by_one))
+    asyncio.run(send(panel.io.document.dispatch_tornado, joined))
+    assert len(one_by_one.writes) == 7 and len(joined.writes) == 1
+    assert joined.writes[0] == b"".join(one_by_one.writes)
+    # A page that closed meanwhile: what Panel expects from a write to it (it logs and goes on)
+    with pytest.raises(WebSocketClosedError):
+        asyncio.run(send(panel.io.document.dispatch_tornado, Stream(closed=True)))

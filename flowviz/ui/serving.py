@@ -7,9 +7,14 @@ first soak's log had "NameError: name 'WebSocketClosedError' is not defined" fro
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import struct
 
+import panel.io.document
 from bokeh.core.serialization import Deserializer, Serializer
+from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError
 
 
@@ -132,3 +137,60 @@ def messages_refer_to_models_by_need() -> None:
 
         deserializer.flowviz, deserializer.__wrapped__ = True, decoding
         Deserializer.__init__ = deserializer
+
+
+def websocket_frame(data: bytes, binary: bool) -> bytes:
+    """One unfragmented, unmasked websocket frame, as a server sends it (RFC 6455, section 5.2).
+
+    Example:
+        >>> websocket_frame(b"hi", binary=False)
+        b'\\x81\\x02hi'
+        >>> websocket_frame(bytes(300), binary=True)[:4]
+        b'\\x82~\\x01,'
+    """
+    size = len(data)
+    length = bytes([size]) if size < 126 else struct.pack("!BH", 126, size) if size <= 0xFFFF else struct.pack("!BQ", 127, size)
+    return bytes([0x80 | (0x2 if binary else 0x1)]) + length + data
+
+
+def messages_in_one_write() -> None:
+    """Write each Bokeh message to its page with one socket write and one task.
+
+    Panel writes a message (a frame is one) as 3 + 2 × (its binary buffers) websocket frames, each
+    through tornado's `write_message`: a socket write each, and an asyncio task each to await it
+    (~11 for a live frame). On the event loop that every session shares, each write lets go of the
+    GIL and waits to get it back from the training and rendering threads. Here the same frames, in
+    the same order, go out as one write, awaited by one task. A connection that compresses its
+    frames (never, as `panel serve` starts Bokeh) keeps Panel's way. Idempotent.
+    """
+    if getattr(panel.io.document.dispatch_tornado, "flowviz", False):
+        return
+    frame_by_frame = panel.io.document.dispatch_tornado
+
+    def dispatch_tornado(conn, events=None, msg=None):
+        connection = getattr(conn._socket, "ws_connection", None)
+        if connection is None or connection.is_closing() or getattr(connection, "_compressor", None) is not None:
+            return frame_by_frame(conn, events, msg)
+        if msg is None:
+            if not events:
+                return []
+            msg = conn.protocol.create("PATCH-DOC", events)
+        parts = [(msg.header_json.encode(), False), (msg.metadata_json.encode(), False), (msg.content_json.encode(), False)]
+        for buffer in msg._buffers:
+            parts += [(json.dumps(buffer.ref).encode(), False), (buffer.to_bytes(), True)]
+        try:
+            written = connection.stream.write(b"".join(websocket_frame(data, binary) for data, binary in parts))
+        except StreamClosedError:
+            return []  # (the page has gone)
+        return [asyncio.ensure_future(_closed_as_websocket_error(written))]
+
+    dispatch_tornado.flowviz, dispatch_tornado.__wrapped__ = True, frame_by_frame
+    panel.io.document.dispatch_tornado = dispatch_tornado
+
+
+async def _closed_as_websocket_error(written) -> None:
+    """What tornado's `write_message` raises for a page that closed, which Panel expects."""
+    try:
+        await written
+    except StreamClosedError:
+        raise WebSocketClosedError() from None
