@@ -72,6 +72,14 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores; {gpu}; Python {platform.python_version()}, torch {torch.__version__}"
 
 
+def measured_on_a_gpu(out: Path) -> str | None:
+    """The CUDA section that a GPU machine's `bench/gpu_check.sh` run put in `out` (the last section),
+    which a run on a machine without one keeps as it is."""
+    text = out.read_text() if out.exists() else ""
+    start = text.find("\n## CUDA\n")
+    return text[start + 1:] if start >= 0 and "by `bash bench/gpu_check.sh` on" in text[start:] else None
+
+
 def run(command: list[str]) -> tuple[str, float]:
     start = time.perf_counter()
     done = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True, check=False)
@@ -94,6 +102,7 @@ def main() -> None:
          "figures within a table, which were measured in the same run.\n"),
     ]
     sections = [(title, quick if args.quick else full) for title, full, quick in SECTIONS]
+    gpu_figures = measured_on_a_gpu(args.out)  # read before the run below rewrites the file
     if torch.cuda.is_available():
         sections += CUDA
     for title, command in sections:
@@ -103,9 +112,10 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text("\n".join(parts))  # as it goes: a long run that breaks keeps what it measured
     if not torch.cuda.is_available():
-        parts.append("## CUDA\n\nNo CUDA device on this machine, so nothing was measured on one; "
-                     "on a machine with one, this script adds the grid, training and live-session benchmarks on cuda, "
-                     "and `bash bench/gpu_check.sh` runs the whole CUDA check.\n")
+        parts.append(gpu_figures or (
+            "## CUDA\n\nNo CUDA device on this machine, so nothing was measured on one; "
+            "on a machine with one, this script adds the grid, training and live-session benchmarks on cuda, "
+            "and `bash bench/gpu_check.sh` runs the whole CUDA check.\n"))
     args.out.write_text("\n".join(parts))
     print(f"wrote {args.out}", file=sys.stderr)
 

@@ -5,10 +5,13 @@
 #   PYTHON=/path/to/python bash bench/gpu_check.sh
 #   DEVICE=cpu bash bench/gpu_check.sh  # the harness itself, on a machine without one
 #
-# 1. the CUDA tests (pytest -k cuda: training on cuda matches the CPU),
+# 1. the CUDA tests (pytest -k cuda: every layer on cuda computes the CPU's points and log-dets, and
+#    training on cuda matches the CPU),
 # 2. `flowviz train --device cuda` on three presets (500 steps each), with the CLI's JSON lines,
 # 3. the grid benchmark on cuda (bench/grid.py --device "$DEVICE"),
-# 4. a live session on cuda (bench/gpu_live.py: train, render, compare a frame with the CPU's).
+# 4. two presets trained on the same machine's CPU, and a CUDA step profiled (bench/cuda_profile.py),
+# 5. a live session on cuda on the same three presets (bench/gpu_live.py: train, render, compare a frame
+#    with the CPU's).
 # Every part has its own time limit; the last line is one JSON summary with `ok` per part.
 # It needs a Python with a CUDA build of torch and flowviz's dependencies (pip install -e '.[test]'
 # with the CUDA wheel of torch); it exits 2, saying so, where there is none.
@@ -18,6 +21,7 @@ PY=${PYTHON:-}
 if [ -z "$PY" ]; then
   if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # flowviz from this checkout, installed or not
 DEVICE=${DEVICE:-cuda}
 if [ "${DEVICE#cuda}" != "$DEVICE" ] && ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
   echo "gpu_check: $PY has no CUDA-enabled torch (or no GPU is visible): install torch's CUDA wheel and flowviz's dependencies, or set PYTHON" >&2
@@ -36,12 +40,18 @@ run() {  # run NAME SECONDS COMMAND...: output in $OUT/NAME.log, exit code in $O
   tail -n 25 "$OUT/$name.log"
 }
 
-run tests 180 "$PY" -m pytest -q -p no:cacheprovider tests/test_training.py tests/test_cli.py -k cuda
+run tests 180 "$PY" -m pytest -q -p no:cacheprovider tests/test_layers.py tests/test_training.py tests/test_cli.py -k cuda
 for preset in realnvp-moons spline-8gaussians planar-u1-k8; do
   run "train-$preset" 120 "$PY" -m flowviz train "presets/$preset.json" --device "$DEVICE" --steps 500 --quiet
 done
 run grid 120 "$PY" bench/grid.py --device "$DEVICE" --repeats 5
-run live 90 "$PY" bench/gpu_live.py --device "$DEVICE" --seconds 10
+for preset in realnvp-moons spline-8gaussians; do  # the same machine's CPU, and where a CUDA step's time goes
+  run "train-cpu-$preset" 120 "$PY" -m flowviz train "presets/$preset.json" --device cpu --steps 500 --quiet
+  run "profile-$preset" 60 "$PY" bench/cuda_profile.py --device "$DEVICE" --preset "$preset"
+done
+for preset in realnvp-moons spline-8gaussians planar-u1-k8; do
+  run "live-$preset" 90 "$PY" bench/gpu_live.py --device "$DEVICE" --preset "$preset" --seconds 10
+done
 
 "$PY" - "$OUT" <<'PY'
 import json, pathlib, sys

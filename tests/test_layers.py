@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from hypothesis import given
@@ -49,6 +51,31 @@ def test_log_dets_equal_autograd_jacobian(name, seed, scale):
     for direction in (layer.forward, layer.inverse):
         expected = torch.linalg.slogdet(jacobians(direction, z)).logabsdet
         torch.testing.assert_close(direction(z)[1], expected, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", NAMES)
+def test_cuda_layer_computes_what_the_cpu_does_and_its_log_det_is_the_jacobians(name):
+    """bench/gpu_check.sh runs this on a GPU."""
+    check_device_agrees_with_cpu(name, "cuda")
+
+
+def check_device_agrees_with_cpu(name: str, device: str) -> None:
+    """Each direction on `device` gives the CPU's points and log-dets, in float64 and float32, and its
+    log-det is the autograd Jacobian's there too."""
+    z = plane_points(5)
+    for dtype, tolerance in ((torch.float64, 1e-9), (torch.float32, 1e-4)):
+        layer = random_layer(name, seed=5).to(dtype)
+        there, points = copy.deepcopy(layer).to(device), z.to(dtype)
+        for direction in ("forward", "inverse"):
+            with torch.no_grad():
+                expected = getattr(layer, direction)(points)
+                got = getattr(there, direction)(points.to(device))
+            for a, b in zip(got, expected):
+                torch.testing.assert_close(a.cpu(), b, atol=tolerance, rtol=tolerance)
+        if dtype == torch.float64:
+            jacobian = torch.linalg.slogdet(jacobians(there.forward, points.to(device))).logabsdet
+            torch.testing.assert_close(there(points.to(device))[1], jacobian, atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", NAMES)
