@@ -137,10 +137,16 @@ export function render({ model, view }) {
       }
     }).catch(failed);
   }
+  // The step of the latest state this page stored, as the browser knows it: a state stored just as the
+  // server died never gets its 'kept' back to the server (and model.kept_steps), yet a reload offers it.
+  let stored = { key: null, steps: -1 };
   model.on('msg:custom', (message) => {
     if (message.keep) {
-      keep(message.keep).then(() => model.send_msg({ kept: { key: message.keep.key, steps: message.keep.steps } }))
-                        .catch(failed);
+      keep(message.keep).then(() => {
+        stored = { key: message.keep.key, steps: message.keep.steps };
+        if (banner.isConnected) sayLost();
+        model.send_msg({ kept: stored });
+      }).catch(failed);
     } else if (message.fetch !== undefined) {
       transaction('readonly', (metas, states) => states.get(message.fetch)).then((data) => {
         model.send_msg({ state: { key: message.fetch, data: data ?? null } });
@@ -161,9 +167,12 @@ export function render({ model, view }) {
   const text = document.createElement('span');
   banner.append(text, reload);
   const doc = view.model.document;
-  doc?.on_event('connection_lost', () => {
-    const steps = model.kept_steps;
+  function sayLost() {
+    const steps = stored.key === model.key ? Math.max(stored.steps, model.kept_steps) : model.kept_steps;
     text.textContent = model.lost_text.replace('{steps}', steps > 0 ? steps.toLocaleString('en-US') : '0');
+  }
+  doc?.on_event('connection_lost', () => {
+    sayLost();
     if (!banner.isConnected) document.body.append(banner);
   });
   // (Bokeh does not reconnect by itself here: the page is gone until it reloads, so the banner stays.)
