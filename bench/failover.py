@@ -51,6 +51,11 @@ BANNER_GOAL_S = 5.0
 LOST_GOAL_S = 10.0
 
 
+def banner_step(banner) -> int:
+    """The step the lost-connection banner says this browser kept."""
+    return int(re.search(r"up to step ([\d,]+)", banner.inner_text()).group(1).replace(",", ""))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -135,8 +140,7 @@ def main() -> int:
                     banner = rec["page"].get_by_role("alert").filter(has_text=BANNER)
                     if banner.count():
                         rec["banner_s"] = time.time() - killed
-                        rec["kept"] = int(re.search(r"up to step ([\d,]+)", banner.inner_text()).group(1)
-                                          .replace(",", ""))
+                        rec["kept"] = banner_step(banner)
                         waiting.remove(rec)
                 time.sleep(0.05)
             failures += [f"page {rec['index']}: no lost-connection banner within 30 s" for rec in waiting]
@@ -152,6 +156,9 @@ def main() -> int:
                     f"{rec['step_kill']:,} at the kill ({rate:.0f} steps/s): {lost:.1f} s of training lost")
                 if kept <= 0:
                     failures.append(f"page {rec['index']}: the browser kept nothing")
+                # As the user clicks: a state stored as the server died lands a moment later, and the
+                # banner then names its step, the one the reload offers.
+                kept = banner_step(page.get_by_role("alert").filter(has_text=BANNER))
                 page.get_by_role("button", name="Reload the page").click()
                 try:
                     page.get_by_role("button", name="Restore").wait_for(timeout=120_000)
