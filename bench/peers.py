@@ -129,14 +129,10 @@ def kl_of(model, log_prob, target, seed: int) -> float:
         return float((target.log_prob(test) - log_prob(test)).mean())
 
 
-def run(library: str, arch: str, target_name: str, steps: int, seed: int) -> tuple[float, float, float]:
-    """(steps/s after the warm-up, KL after `steps` steps, seconds the warm-up took)."""
-    return run_together([library], arch, target_name, steps, seed)[library]
-
-
 def run_together(libraries: list[str], arch: str, target_name: str, steps: int, seed: int,
                  ) -> dict[str, tuple[float, float, float]]:
-    """`run` for several libraries at once, taking turns of CHUNK steps, so the machine's drift
+    """Per library: (steps/s after the warm-up, KL after `steps` steps, seconds the warm-up took),
+    the libraries trained at once, taking turns of CHUNK steps, so the machine's drift
     (2x within minutes here) falls on all of them alike: run one after another, 1000 steps each,
     the ratios moved by up to 0.3 between runs of the same code."""
     target = TARGETS[target_name]()
