@@ -18,6 +18,7 @@ from flowviz.core.link import spec_to_link
 from flowviz.core.presets import preset_path
 from flowviz.core.spec import ExperimentSpec
 from flowviz.core.training import Trainer
+from flowviz.ui import cards
 from flowviz.ui import live as live_module
 from flowviz.ui.explorer import Explorer
 from flowviz.ui.live import ComputeGate, LiveSession
@@ -969,3 +970,15 @@ def test_a_message_goes_out_in_one_write_as_the_same_bytes_panel_writes_frame_by
     # A page that closed meanwhile: what Panel expects from a write to it (it logs and goes on)
     with pytest.raises(WebSocketClosedError):
         asyncio.run(send(panel.io.document.dispatch_tornado, Stream(closed=True)))
+
+
+def test_the_device_picker_says_what_a_gpu_speeds_up_where_there_is_one(monkeypatch):
+    state = ExperimentState(ExperimentSpec.from_dict({"layers": [{"type": "planar"}], "view": {"resolution": 16}}))
+    try:
+        monkeypatch.setattr(cards, "available_devices", lambda: ["cpu"])
+        assert cards.TrainingCard(state).device.description is None  # nothing to choose: nothing to say
+        monkeypatch.setattr(cards, "available_devices", lambda: ["cpu", "cuda:0"])
+        picker = cards.TrainingCard(state).device
+        assert picker.options == ["cpu", "cuda:0"] and "trains slower there" in picker.description
+    finally:
+        state.close()

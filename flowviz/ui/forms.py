@@ -44,6 +44,9 @@ def log_ladder(setting: Setting, value: Any) -> list:
     return sorted(set(stops) | {value})
 
 
+SIDE_BY_SIDE_CHARS = 30  # the most label characters a row of choice buttons holds in the sidebar
+
+
 def setting_widget(setting: Setting, value: Any) -> pn.widgets.Widget:
     """A widget for one typed setting, labelled and bounded by it, its doc as the tooltip."""
     common = {"label": setting.title, "description": setting.doc or None}
@@ -52,7 +55,10 @@ def setting_widget(setting: Setting, value: Any) -> pn.widgets.Widget:
     if setting.kind == "choice":
         options = dict(zip(setting.choice_labels, setting.choices)) if setting.choice_labels else list(setting.choices)
         if setting.choice_labels and len(setting.choices) <= 3:
+            # Side by side only where the labels fit the sidebar's ~300 px; long ones ran off its edge.
+            stacked = sum(len(label) for label in setting.choice_labels) > SIDE_BY_SIDE_CHARS
             return pn.widgets.RadioButtonGroup(options=options, value=value, color="default",
+                                               orientation="vertical" if stacked else "horizontal",
                                                sizing_mode="stretch_width", description=setting.doc or None)
         return pn.widgets.Select(options=options, value=value, **common)
     if setting.log_scale:
