@@ -524,12 +524,29 @@ def painted_image(page, renderer, index=0):
     return tuple(page.evaluate(PAINTED_COLOURS, [renderer.id, index]))
 
 
+MARKERS_ON_PAGE = """() => {
+  const found = {};
+  const visit = (root) => {
+    for (const node of root.querySelectorAll('*')) {
+      if (node.dataset && node.dataset.panel) found[node.dataset.panel] = node.dataset.inView;
+      if (node.shadowRoot) visit(node.shadowRoot);
+    }
+  };
+  visit(document);
+  return found;
+}"""
+
+
 def test_a_strip_out_of_view_is_drawn_once_scrolled_to(page):
-    """The sample strip starts below the fold: a step does not send it; scrolling to it draws it."""
+    """The sample strip starts below the fold: a step does not send it; scrolling to it draws it. The
+    page's markers say what they reported (bench/classroom.py reads them to play a student's screen)."""
     explorer = page.open()
     samples = explorer.strips.samples.points
     wait_until(lambda: "samples" in explorer.state.unseen and "overview" not in explorer.state.unseen, 20,
                "the page to report the sample strip out of view")
+    markers = page.evaluate(MARKERS_ON_PAGE)
+    assert (markers["samples"], markers["overview"]) == ("false", "true") and set(markers) == {
+        "overview", "density", "log_det", "samples"}
     before = np.array(samples.data["x"])
     page.get_by_role("button", name="Step", exact=True).click()
     wait_until(lambda: explorer.state.live.step == 1 and explorer.state.frame.kind == "exact", 20, "the step")
@@ -540,6 +557,7 @@ def test_a_strip_out_of_view_is_drawn_once_scrolled_to(page):
     wait_until(lambda: not np.array_equal(samples.data["x"], before, equal_nan=True), 10, "the sample strip drawn")
     # each panel reports on its own, so the overview's report may come a moment later
     wait_until(lambda: "overview" in explorer.state.unseen, 10, "the overview to be reported scrolled away")
+    assert page.evaluate(MARKERS_ON_PAGE)["samples"] == "true"
 
 
 def test_painting_frames_neither_reads_the_style_of_every_visual_nor_restyles_the_page(page):
@@ -574,11 +592,15 @@ def test_painting_frames_neither_reads_the_style_of_every_visual_nor_restyles_th
     assert page.evaluate("""() => [[Bokeh.require('core/visuals/visual').VisualProperties.prototype, '_get_css_value'],
       [Bokeh.require('core/dom').InlineStyleSheet.prototype, '_update']].every(([proto, name]) =>
       typeof proto[name].bokeh === 'function' && proto[name].bokeh !== proto[name])""")
+    # The held-out figures make the line long enough to wrap at 560 px; in CI a pause before the first
+    # evaluation once left "step 57 · loss 2.345 nats", which fits on one line.
+    wait_until(lambda: explorer.state.live.latest_evaluation() is not None, 60, "the first held-out evaluation")
     page.get_by_role("button", name="❚❚ Pause").click()
     wait_until(lambda: explorer.state.frame.kind == "exact", 30, "the exact frame after the pause")
     # The status line, laid out on its own (StatusLine), is as high as its text: none of it is cut off
     page.set_viewport_size({"width": 560, "height": 1000})  # (its text wraps)
-    wait_until(lambda: _status_heights(page)[1] > 30, 10, "the status line to wrap")
+    wait_until(lambda: _status_heights(page)[1] > 30, 10,
+               lambda: f"the status line to wrap ({_status_heights(page)} px high: {explorer.toolbar.status.html!r})")
     wait_until(lambda: len(set(_status_heights(page))) == 1, 10, lambda: f"a status line as high as its text: {_status_heights(page)}")
     assert page.errors == []
 

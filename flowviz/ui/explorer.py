@@ -75,7 +75,7 @@ class Explorer(pn.viewable.Viewer):
         self.panels = {name: pn.Column(view, sizing_mode="stretch_width", margin=0) for name, view in views.items()}
         self.panels.update({name: pn.Column(sizing_mode="stretch_width", margin=0) for name in self._after_load})
         # The panels that show frames report whether they are on screen: frames skip the ones that are not.
-        self.in_view = {name: InView(margin=0, height=0, width=0) for name in VIEWS_PANELS}
+        self.in_view = {name: InView(margin=0, height=0, width=0, panel=name) for name in VIEWS_PANELS}
         for name, marker in self.in_view.items():
             self.panels[name].insert(0, marker)
             marker.param.watch(functools.partial(self._seen, name), "in_view")

@@ -159,6 +159,7 @@ class InView(JSComponent):
     """
 
     in_view = param.Boolean(default=True, doc="any part of the enclosing panel is on screen")
+    panel = param.String(default="", doc="the panel's name, on the page as the marker's data-panel")
 
     def _handle_msg(self, data) -> None:
         if not (isinstance(data, dict) and isinstance(data.get("in_view"), bool)):
@@ -168,6 +169,7 @@ class InView(JSComponent):
     _esm = """
 export function render({ model }) {
   const marker = document.createElement('span');
+  marker.dataset.panel = model.panel;  // (tools that read the page: data-in-view says what it reported)
   let observer = null;
   model.on('after_render', () => {
     // This component's element sits in its layout's shadow root; that root's host is the panel.
@@ -178,7 +180,7 @@ export function render({ model }) {
     let last = null;
     observer = new IntersectionObserver((entries) => {
       const seen = entries[entries.length - 1].isIntersecting;
-      if (seen !== last) { last = seen; model.send_msg({ in_view: seen }); }
+      if (seen !== last) { last = seen; marker.dataset.inView = seen; model.send_msg({ in_view: seen }); }
     }, { rootMargin: '80px' });
     observer.observe(panel);
   });
