@@ -20,7 +20,12 @@ from /proc) and its resident memory per session above the idle server. Then, whi
 one more page is opened (`join_s`: until its document has arrived, what BokehJS renders from), and
 every student presses Pause at a random moment of 3 s (`click_ms_p95`: until its page saw the
 toggle turn back into ▶ Play). Each client answers the page's FrameClock the moment a frame that
-asks for an answer arrives, as a browser that paints at once would. The sessions of one N are
+asks for an answer arrives, as a browser that paints at once would. Every student sees every panel
+at once (the worst case) unless `--screen 1600x1000` gives them a window: each then reports the
+panels that window does not show as off screen, as a browser's IntersectionObserver does, and the
+server skips them; which panels those are is read from one Chromium page of that size at the start.
+(2026-12-04, four runs each in ABBA order: with 1600×1000 windows, the ln|det J| and sample strips
+off screen, 92-107 KiB a frame against 136-173, but no more frames: fps_min 1.45-1.9 against 1.4-2.3.) The sessions of one N are
 closed before the next N starts. Ends with one JSON line per N: sessions, procs, fps_min,
 fps_median, steps_per_s_median, cores_busy, mib_per_session, join_s, click_ms_p95.
 """
@@ -100,15 +105,15 @@ def _play_toggle(document: object) -> str | None:
     return None
 
 
-def _frame_clock(document: object) -> tuple[str, str] | None:
-    """(component id, data-model id) of the page's FrameClock in a pulled document (its JSON): a
-    browser tells it when it has painted a frame, and gets the next frame only then."""
+def _components(document: object, class_name: str) -> dict[str, dict]:
+    """Component id -> its parameters, for each component of the Panel class `class_name` in a pulled
+    document (its JSON). The parameters live in a data model of a type Panel names after the class."""
     models: dict[str, dict] = {}
 
     def collect(node):
         if isinstance(node, dict):
-            if isinstance(node.get("id"), str) and isinstance(node.get("attributes", {}), dict):
-                models[node["id"]] = node
+            if isinstance(node.get("id"), str) and isinstance(node.get("attributes"), dict):
+                models[node["id"]] = node  # (a model's first mention; later ones are its id alone)
             for value in node.values():
                 collect(value)
         elif isinstance(node, list):
@@ -116,21 +121,65 @@ def _frame_clock(document: object) -> tuple[str, str] | None:
                 collect(value)
 
     collect(document)
-    # The component's parameters live in a data model of a type Panel names after the class.
-    clocks = {i for i, model in models.items() if str(model.get("name", "")).startswith("FrameClock")}
+    parameters = {i: model["attributes"] for i, model in models.items()
+                  if str(model.get("name", "")).startswith(class_name)}
+    found = {}
     for model in models.values():
-        data = model.get("attributes", {}).get("data")
-        if isinstance(data, dict) and data.get("id") in clocks:
-            return model["id"], data["id"]
-    return None
+        data = model["attributes"].get("data")
+        if isinstance(data, dict) and data.get("id") in parameters:
+            found[model["id"]] = parameters[data["id"]]
+    return found
 
 
-def _painted(component: str, shown: int) -> dict:
-    """What BokehJS sends when the FrameClock reports `shown` frames painted."""
-    data = {"type": "map", "entries": [["painted", shown]]}
+def _frame_clock(document: object) -> str | None:
+    """The page's FrameClock component: a browser tells it when it has painted a frame, and gets the
+    next frame only then."""
+    return next(iter(_components(document, "FrameClock")), None)
+
+
+def _sent(component: str, message: dict) -> dict:
+    """What BokehJS sends when a component's page side sends `message` (`model.send_msg`)."""
+    data = {"type": "map", "entries": list(message.items())}
     return {"events": [{"kind": "MessageSent", "msg_type": "bokeh_event", "msg_data": {
         "type": "event", "name": "data_event", "values": {"type": "map", "entries": [["model", {"id": component}],
                                                                                      ["data", data]]}}}]}
+
+
+# Which panels a student's screen shows is read from one Chromium page of that size: its InView markers.
+MARKERS = """
+() => {
+  const found = {};
+  const visit = (root) => {
+    for (const node of root.querySelectorAll('*')) {
+      if (node.dataset && node.dataset.panel) found[node.dataset.panel] = node.dataset.inView ?? 'unreported';
+      if (node.shadowRoot) visit(node.shadowRoot);
+    }
+  };
+  visit(document);
+  return found;
+}
+"""
+
+
+def panels_off_screen(url: str, width: int, height: int) -> set[str]:
+    """The frame panels that a Chromium page of `width` × `height` reports off screen once it has
+    loaded; each student then reports the same, as its browser would (the server skips those)."""
+    from app_rate import CHROMIUM, CHROMIUM_ARGS
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.goto(url, timeout=300_000)
+            page.get_by_role("button", name="▶ Play").wait_for(timeout=300_000)
+            page.wait_for_timeout(3000)  # the strips built after the page loaded report too
+            markers = page.evaluate(MARKERS)
+        finally:
+            browser.close()
+    if not markers:
+        raise SystemExit("the page has no InView markers (data-panel): is this flowviz's app?")
+    return {panel for panel, in_view in markers.items() if in_view == "false"}
 
 
 def _entries(value: object) -> dict:
@@ -154,10 +203,11 @@ def _shown(patch: dict, component: str) -> int | None:
 
 
 async def attend(url: str, student: Student, stop: asyncio.Event, click: asyncio.Event | None = None,
-                 joined: list | None = None) -> None:
-    """One student: open the page, press Play, read frames until `stop`; once `click` is set, press
-    Pause at a random moment of the next 3 s and time until the page sees it. With `joined`, only
-    open the page and append the seconds until its document arrived."""
+                 joined: list | None = None, off_screen: frozenset[str] = frozenset()) -> None:
+    """One student: open the page, report the panels in `off_screen` as off screen, press Play, read
+    frames until `stop`; once `click` is set, press Pause at a random moment of the next 3 s and time
+    until the page sees it. With `joined`, only open the page and append the seconds until its
+    document arrived."""
     cookie = {"Cookie": f"fv_affinity={uuid.uuid4().hex}"}  # one browser: its page and websocket stick together
     opened = time.perf_counter()
     try:
@@ -177,6 +227,7 @@ async def attend(url: str, student: Student, stop: asyncio.Event, click: asyncio
             return
         document = json.loads(content)
         toggle, clock = _play_toggle(document), _frame_clock(document)
+        unseen = [i for i, parameters in _components(document, "InView").items() if parameters.get("panel") in off_screen]
         writing = asyncio.Lock()  # a message is three websocket writes: one sender at a time
 
         async def send(content: dict) -> None:
@@ -194,6 +245,8 @@ async def attend(url: str, student: Student, stop: asyncio.Event, click: asyncio
         # What BokehJS says once it has rendered the page: Panel runs its onload callbacks on it.
         await _send(ws, "PATCH-DOC", {"events": [{"kind": "MessageSent", "msg_type": "bokeh_event", "msg_data": {
             "type": "event", "name": "document_ready", "values": {"type": "map", "entries": []}}}]})
+        for marker in unseen:  # as a browser's IntersectionObserver reports them
+            await send(_sent(marker, {"in_view": False}))
         await _send(ws, "PATCH-DOC", {"events": [{"kind": "ModelChanged", "model": {"id": toggle}, "attr": "active",
                                                   "new": True}]})
         while not stop.is_set():
@@ -205,9 +258,9 @@ async def attend(url: str, student: Student, stop: asyncio.Event, click: asyncio
             if student.clicked_at and student.click_ms is None and any(label in content for label in PLAY_LABEL):
                 student.click_ms = 1000 * (time.perf_counter() - student.clicked_at)
             if clock and header["msgtype"] == "PATCH-DOC" and b'"shown"' in content:
-                shown = _shown(json.loads(content), clock[0])
+                shown = _shown(json.loads(content), clock)
                 if shown is not None:
-                    await send(_painted(clock[0], shown))  # painted at once
+                    await send(_sent(clock, {"painted": shown}))  # painted at once
         if click is not None:
             pausing.cancel()
         ws.close()
@@ -229,12 +282,13 @@ def rss_mib(pids: list[int]) -> float:
     return sum(status(pid)[0] for pid in pids)
 
 
-async def classroom(url: str, pid: list[int], sessions: int, seconds: float, warmup: float) -> dict:
+async def classroom(url: str, pid: list[int], sessions: int, seconds: float, warmup: float,
+                    off_screen: frozenset[str] = frozenset()) -> dict:
     # Tornado's client queues all but 10 requests at once by default: every student loads at once.
     AsyncHTTPClient.configure(None, max_clients=max(10, sessions))
     students = [Student() for _ in range(sessions)]
     stop, click = asyncio.Event(), asyncio.Event()
-    tasks = [asyncio.create_task(attend(url, s, stop, click)) for s in students]
+    tasks = [asyncio.create_task(attend(url, s, stop, click, off_screen=off_screen)) for s in students]
     opened = time.perf_counter()
     while sum(1 for s in students if s.frames or s.error) < sessions and time.perf_counter() - opened < 600:
         await asyncio.sleep(0.5)
@@ -270,7 +324,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=10)
     parser.add_argument("--preset", help="a preset name from presets/ (default: the app's default experiment)")
     parser.add_argument("--procs", type=int, default=1, help="panel serve processes; more than 1 go behind nginx")
+    parser.add_argument("--screen", metavar="WIDTHxHEIGHT",
+                        help="each student's browser window (e.g. 1600x1000): the panels it does not show are "
+                             "reported off screen; without it every student sees every panel, the worst case")
     args = parser.parse_args()
+    width, height = (int(n) for n in args.screen.lower().split("x")) if args.screen else (0, 0)
     sys.path.insert(0, str(ROOT / "bench"))
     from app_rate import free_port
     from classroom_proxy import CONF, Stack, render_config
@@ -303,17 +361,20 @@ def main() -> None:
                     break
                 except OSError:
                     time.sleep(0.2)
+        off_screen = frozenset(panels_off_screen(url, width, height)) if args.screen else frozenset()
         time.sleep(5)  # each process built one page (torch loaded, the app compiled); let them drop it
         idle = rss_mib(pids)
         print(f"preset {args.preset or '(default)'}; {args.procs} server process{'es' * (args.procs > 1)}, "
               f"idle after one page: {idle:.0f} MiB; "
-              f"{args.seconds:g} s per row after {args.warmup:g} s of warm-up\n")
+              f"{args.seconds:g} s per row after {args.warmup:g} s of warm-up; "
+              + (f"a {width}×{height} window, off screen: {', '.join(sorted(off_screen)) or 'nothing'}"
+                 if args.screen else "every student sees every panel") + "\n")
         print("| sessions | frames/s per session, min / median | steps/s per session (median) | server cores busy "
               "| server MiB | MiB per session | KiB per frame | all open after s | one more page, s | Pause p95, ms |")
         print("|---|---|---|---|---|---|---|---|---|---|")
         lines = []
         for sessions in args.sessions:
-            row = asyncio.run(classroom(url, pids, sessions, args.seconds, args.warmup))
+            row = asyncio.run(classroom(url, pids, sessions, args.seconds, args.warmup, off_screen))
             per_session = (row["rss_mib"] - idle) / sessions
             errors = f" ({len(row['errors'])} failed: {row['errors'][0]})" if row["errors"] else ""
             print(f"| {sessions}{errors} | {row['fps_min']:.1f} / {row['fps_median']:.1f} | {row['steps_median']:.1f} "
