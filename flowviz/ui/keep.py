@@ -168,7 +168,8 @@ export function render({ model, view }) {
   banner.append(text, reload);
   const doc = view.model.document;
   function sayLost() {
-    const steps = stored.key === model.key ? Math.max(stored.steps, model.kept_steps) : model.kept_steps;
+    // (kept_steps, the server's count, only for a page drawn again since it stored: a notebook cell)
+    const steps = stored.key === model.key ? stored.steps : model.kept_steps;
     text.textContent = model.lost_text.replace('{steps}', steps > 0 ? steps.toLocaleString('en-US') : '0');
   }
   doc?.on_event('connection_lost', () => {
