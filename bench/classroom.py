@@ -25,8 +25,8 @@ at once (the worst case) unless `--screen 1600x1000` gives them a window: each t
 panels that window does not show as off screen, as a browser's IntersectionObserver does, and the
 server skips them; which panels those are is read from one Chromium page of that size at the start.
 (2026-12-04, four runs each in ABBA order: with 1600×1000 windows, the ln|det J| and sample strips
-off screen, 92-107 KiB a frame against 136-173, but no more frames: fps_min 1.45-1.9 against 1.4-2.3.) The sessions of one N are
-closed before the next N starts. Ends with one JSON line per N: sessions, procs, fps_min,
+off screen, 92-107 KiB a frame against 136-173, but no more frames: fps_min 1.45-1.9 against
+1.4-2.3.) The sessions of one N are closed before the next N starts. Ends with one JSON line per N: sessions, procs, fps_min,
 fps_median, steps_per_s_median, cores_busy, mib_per_session, join_s, click_ms_p95.
 """
 
@@ -145,27 +145,13 @@ def _sent(component: str, message: dict) -> dict:
                                                                                      ["data", data]]}}}]}
 
 
-# Which panels a student's screen shows is read from one Chromium page of that size: its InView markers.
-MARKERS = """
-() => {
-  const found = {};
-  const visit = (root) => {
-    for (const node of root.querySelectorAll('*')) {
-      if (node.dataset && node.dataset.panel) found[node.dataset.panel] = node.dataset.inView ?? 'unreported';
-      if (node.shadowRoot) visit(node.shadowRoot);
-    }
-  };
-  visit(document);
-  return found;
-}
-"""
-
-
 def panels_off_screen(url: str, width: int, height: int) -> set[str]:
     """The frame panels that a Chromium page of `width` × `height` reports off screen once it has
     loaded; each student then reports the same, as its browser would (the server skips those)."""
     from app_rate import CHROMIUM, CHROMIUM_ARGS
     from playwright.sync_api import sync_playwright
+
+    from flowviz.ui.pickers import InView
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -174,7 +160,7 @@ def panels_off_screen(url: str, width: int, height: int) -> set[str]:
             page.goto(url, timeout=300_000)
             page.get_by_role("button", name="▶ Play").wait_for(timeout=300_000)
             page.wait_for_timeout(3000)  # the strips built after the page loaded report too
-            markers = page.evaluate(MARKERS)
+            markers = page.evaluate(InView.REPORTED_ON_PAGE)
         finally:
             browser.close()
     if not markers:

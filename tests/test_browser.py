@@ -19,6 +19,7 @@ import pytest
 from flowviz.app import create_app, pages_ahead
 from flowviz.core.link import spec_to_link
 from flowviz.core.spec import ExperimentSpec
+from flowviz.ui.pickers import InView
 
 pytestmark = pytest.mark.browser
 
@@ -524,19 +525,6 @@ def painted_image(page, renderer, index=0):
     return tuple(page.evaluate(PAINTED_COLOURS, [renderer.id, index]))
 
 
-MARKERS_ON_PAGE = """() => {
-  const found = {};
-  const visit = (root) => {
-    for (const node of root.querySelectorAll('*')) {
-      if (node.dataset && node.dataset.panel) found[node.dataset.panel] = node.dataset.inView;
-      if (node.shadowRoot) visit(node.shadowRoot);
-    }
-  };
-  visit(document);
-  return found;
-}"""
-
-
 def test_a_strip_out_of_view_is_drawn_once_scrolled_to(page):
     """The sample strip starts below the fold: a step does not send it; scrolling to it draws it. The
     page's markers say what they reported (bench/classroom.py reads them to play a student's screen)."""
@@ -544,7 +532,7 @@ def test_a_strip_out_of_view_is_drawn_once_scrolled_to(page):
     samples = explorer.strips.samples.points
     wait_until(lambda: "samples" in explorer.state.unseen and "overview" not in explorer.state.unseen, 20,
                "the page to report the sample strip out of view")
-    markers = page.evaluate(MARKERS_ON_PAGE)
+    markers = page.evaluate(InView.REPORTED_ON_PAGE)
     assert (markers["samples"], markers["overview"]) == ("false", "true") and set(markers) == {
         "overview", "density", "log_det", "samples"}
     before = np.array(samples.data["x"])
@@ -557,7 +545,7 @@ def test_a_strip_out_of_view_is_drawn_once_scrolled_to(page):
     wait_until(lambda: not np.array_equal(samples.data["x"], before, equal_nan=True), 10, "the sample strip drawn")
     # each panel reports on its own, so the overview's report may come a moment later
     wait_until(lambda: "overview" in explorer.state.unseen, 10, "the overview to be reported scrolled away")
-    assert page.evaluate(MARKERS_ON_PAGE)["samples"] == "true"
+    assert page.evaluate(InView.REPORTED_ON_PAGE)["samples"] == "true"
 
 
 def test_painting_frames_neither_reads_the_style_of_every_visual_nor_restyles_the_page(page):

@@ -161,6 +161,20 @@ class InView(JSComponent):
     in_view = param.Boolean(default=True, doc="any part of the enclosing panel is on screen")
     panel = param.String(default="", doc="the panel's name, on the page as the marker's data-panel")
 
+    # For tools that read a page (Playwright's page.evaluate): {panel: "true" | "false" | "unreported"},
+    # what each marker last reported (bench/classroom.py --screen, tests/test_browser.py).
+    REPORTED_ON_PAGE = """() => {
+  const found = {};
+  const visit = (root) => {
+    for (const node of root.querySelectorAll('*')) {
+      if (node.dataset && node.dataset.panel) found[node.dataset.panel] = node.dataset.inView ?? 'unreported';
+      if (node.shadowRoot) visit(node.shadowRoot);
+    }
+  };
+  visit(document);
+  return found;
+}"""
+
     def _handle_msg(self, data) -> None:
         if not (isinstance(data, dict) and isinstance(data.get("in_view"), bool)):
             return
