@@ -22,6 +22,7 @@ from flowviz.core.spec import ExperimentSpec
 from flowviz.core.training import Trainer
 
 PRESETS = Path(__file__).resolve().parent.parent / "presets"
+LAUNCHES = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC")  # the host calls that launch a kernel
 
 
 def main() -> None:
@@ -49,11 +50,9 @@ def main() -> None:
         return sum(by_name[name].count for name in names if name in by_name)
 
     copies_to_host = sum(e.count for e in events if e.key.startswith("Memcpy DtoH"))
-    launch_us = sum(by_name[n].self_cpu_time_total for n in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC")
-                    if n in by_name)
+    launch_us = sum(by_name[name].self_cpu_time_total for name in LAUNCHES if name in by_name)
     print(json.dumps({"device": args.device, "preset": args.preset, "ms_per_step": round(ms_per_step, 2),
-                      "kernels_per_step": round(count("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC")
-                                                / args.steps, 1),
+                      "kernels_per_step": round(count(*LAUNCHES) / args.steps, 1),
                       "syncs_per_step": round((count("cudaStreamSynchronize", "cudaDeviceSynchronize")
                                                + copies_to_host) / args.steps, 1),
                       "launch_ms_per_step": round(launch_us / 1000 / args.steps, 2)}))
