@@ -47,24 +47,27 @@ def test_flow_density_integrates_to_one_at_every_depth(base, half, resolution):
     np.testing.assert_allclose(masses, 1.0, atol=0.01)
 
 
-def test_grid_views_agree_with_the_flow_at_every_depth():
+@pytest.mark.parametrize("resolution", [24, 160])
+def test_grid_views_agree_with_the_flow_at_every_depth(resolution):
+    """At 160² every depth's copy of the grid is inverted in several chunks (4096 points a call
+    through a layer with a network, 65,536 through one without): the chunks must add up."""
     flow = every_layer_flow(5).float()
-    request = GridRequest(resolution=24)
+    request = GridRequest(resolution=resolution)
     z0 = torch.randn(50, 2)
     views = evaluate_grid(flow, request, z0)
     depth = len(flow.layers)
-    assert views.log_q.shape == (depth + 1, 24, 24) and views.samples.shape == (depth + 1, 50, 2)
+    assert views.log_q.shape == (depth + 1, resolution, resolution) and views.samples.shape == (depth + 1, 50, 2)
     points = request.points()
     with torch.no_grad():
         for k in range(depth + 1):
             prefix = Flow(flow.base, list(flow.layers)[:k]).eval()
-            expected = prefix.log_prob(points).view(24, 24).numpy()
+            expected = prefix.log_prob(points).view(resolution, resolution).numpy()
             np.testing.assert_allclose(views.log_q[k], expected, atol=2e-4, rtol=1e-4)
             np.testing.assert_allclose(views.samples[k], prefix(z0)[0].numpy(), atol=1e-4, rtol=1e-4)
     # the identity behind the log-det view, pixel by pixel
     z_base = [flow.base.log_prob(Flow(flow.base, list(flow.layers)[:k]).eval().inverse(points)[0]) for k in range(depth + 1)]
     for k in range(depth + 1):
-        np.testing.assert_allclose(views.log_q[k], (z_base[k].view(24, 24) - torch.from_numpy(views.cum_log_det[k])).detach().numpy(),
+        np.testing.assert_allclose(views.log_q[k], (z_base[k].view(resolution, resolution) - torch.from_numpy(views.cum_log_det[k])).detach().numpy(),
                                    atol=2e-4, rtol=1e-4)
     assert np.all(views.log_det[0] == 0)
 
