@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 from torch.profiler import ProfilerActivity, profile
 
+from flowviz.core.presets import preset_path
 from flowviz.core.spec import ExperimentSpec
 from flowviz.core.training import Trainer
 
-PRESETS = Path(__file__).resolve().parent.parent / "presets"
 LAUNCHES = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC")  # the host calls that launch a kernel
 
 
@@ -31,7 +30,7 @@ def main() -> None:
     parser.add_argument("--preset", default="realnvp-moons")
     parser.add_argument("--steps", type=int, default=30)
     args = parser.parse_args()
-    trainer = Trainer(ExperimentSpec.load(PRESETS / f"{args.preset}.json"), args.device)
+    trainer = Trainer(ExperimentSpec.load(preset_path(args.preset)), args.device)
     for _ in range(20):
         trainer.step()  # warm-up: allocator, ActNorm's start, lazy kernels
     start = time.perf_counter()

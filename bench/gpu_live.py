@@ -19,16 +19,15 @@ import argparse
 import copy
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from flowviz.core.grid import GridRequest, evaluate_grid
+from flowviz.core.presets import preset_path
 from flowviz.core.spec import ExperimentSpec
 from flowviz.ui.live import LiveSession
 
-PRESETS = Path(__file__).resolve().parent.parent / "presets"
 SEEN = 50.0  # nats below the peak that the colour scale shows, and more
 
 
@@ -38,7 +37,7 @@ def main() -> None:
     parser.add_argument("--preset", default="realnvp-moons")
     parser.add_argument("--seconds", type=float, default=10)
     args = parser.parse_args()
-    spec = ExperimentSpec.load(PRESETS / f"{args.preset}.json")
+    spec = ExperimentSpec.load(preset_path(args.preset))
     session = LiveSession(spec, args.device)
     frames = 0
     try:

@@ -17,16 +17,15 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
 from flowviz.core.build import build_flow
 from flowviz.core.grid import GridRequest, evaluate_grid
 from flowviz.core.layers import residual
+from flowviz.core.presets import preset_path
 from flowviz.core.spec import ExperimentSpec
 
-PRESETS = Path(__file__).resolve().parent.parent / "presets"
 CASES = {"planar_k32": "planar-u1-k32", "sylvester": "sylvester-u4", "iresnet": "iresnet-u2"}
 
 
@@ -72,7 +71,7 @@ def main() -> None:
     result, errors = {}, []
     newton = residual.solve_tanh_equation
     for key, name in CASES.items():
-        spec = ExperimentSpec.load(PRESETS / f"{name}.json")
+        spec = ExperimentSpec.load(preset_path(name))
         flow = build_flow(spec).eval()
         request = GridRequest.from_view(spec.view)
         result[f"{key}_render_s"] = round(render_seconds(flow, request, args.repeats), 3)
