@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from flowviz.core.devices import available_devices, resolve_device
+from flowviz.core.layers import LAYERS
 from flowviz.core.spec import ExperimentSpec
 from flowviz.core.training import Trainer, TrainingDiverged, optimal_pairs
 from tests.test_densities import grid
@@ -114,6 +115,15 @@ def test_actnorm_is_initialised_from_data_before_the_first_step():
     assert bool(layer.initialized)
     z, _ = layer.inverse(trainer.target.sample(20_000, torch.Generator().manual_seed(9)))
     torch.testing.assert_close(z.std(0), torch.ones(2), atol=0.05, rtol=0)
+
+
+def test_actnorm_loaded_uninitialised_is_initialised_from_its_next_training_batch():
+    layer = LAYERS["actnorm"]()
+    layer.inverse(torch.randn(500, 2))  # initialised from this batch
+    layer.load_state_dict(LAYERS["actnorm"]().state_dict())  # a fresh layer's: not initialised
+    data = torch.randn(20_000, 2, generator=torch.Generator().manual_seed(4)) * torch.tensor([3.0, 0.5]) + 2.0
+    z, _ = layer.inverse(data)
+    torch.testing.assert_close(z.std(0), torch.ones(2), atol=1e-3, rtol=0)
 
 
 def test_learnable_base_trains_with_the_flow():

@@ -35,6 +35,14 @@ class ActNorm(Layer):
         self.shift = nn.Parameter(torch.zeros(2))
         self.log_scale = nn.Parameter(torch.zeros(2))
         self.register_buffer("initialized", torch.tensor(False))
+        # Once the buffer has read True, training calls stop reading it: on a GPU each read waits for
+        # the device, and a step that waits cannot be a CUDA graph (training.py). Loading weights
+        # (which may carry another value) reads it again.
+        self._known_initialized = False
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._known_initialized = False
+        super()._load_from_state_dict(*args, **kwargs)
 
     @torch.no_grad()
     def _initialize(self, batch: Tensor, inverse: bool) -> None:
@@ -46,9 +54,14 @@ class ActNorm(Layer):
             self.log_scale.copy_(-std.log())
             self.shift.copy_(-mean / std)
         self.initialized.fill_(True)
+        self._known_initialized = True
 
     def _maybe_initialize(self, batch: Tensor, inverse: bool) -> None:
-        if self.training and not bool(self.initialized) and batch.shape[0] > 1:
+        if not self.training or self._known_initialized:
+            return
+        if bool(self.initialized):
+            self._known_initialized = True
+        elif batch.shape[0] > 1:
             self._initialize(batch, inverse)
 
     @torch.no_grad()
@@ -60,6 +73,7 @@ class ActNorm(Layer):
         self.shift.copy_(torch.tensor(values["shift"]))
         self.log_scale.copy_(torch.tensor([values["scale_x"], values["scale_y"]]).log())
         self.initialized.fill_(True)  # set by hand: the first training batch must not overwrite it
+        self._known_initialized = True
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         self._maybe_initialize(z, inverse=False)
