@@ -74,27 +74,35 @@ def test_training_is_reproducible_from_the_seed():
     assert [c.step() for _ in range(5)] != a.losses[:5]
 
 
-def test_non_finite_loss_is_rejected_and_names_the_layer():
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]  # (on cuda the steps are a CUDA graph)
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_non_finite_loss_is_rejected_and_names_the_layer(device):
     spec = spec_of(target={"name": "moons"}, layers=alternating("affine_coupling", 3, hidden=8))
-    trainer = Trainer(spec)
+    trainer = Trainer(spec, device)
     for _ in range(3):
         trainer.step()
     with torch.no_grad():
         trainer.flow.layers[1].net[-1].bias.fill_(float("nan"))  # layer 2 now poisons its outputs
     before = {k: v.clone() for k, v in trainer.flow.state_dict().items()}
+    moments = [{k: v.clone() for k, v in m.items()} for m in trainer.optimizer.state.values()]
     with pytest.raises(TrainingDiverged) as caught:
         trainer.step()
     assert caught.value.layer_position == 1
     assert "layer 2 (RealNVP affine coupling)" in str(caught.value) and "learning rate" in str(caught.value)
     after = trainer.flow.state_dict()
     assert all(torch.equal(before[k], after[k]) or (before[k].isnan() == after[k].isnan()).all() for k in before)
+    assert all(torch.equal(m[k], now[k]) for m, now in zip(moments, trainer.optimizer.state.values()) for k in m)
     assert trainer.step_count == 3
 
 
-def test_a_huge_learning_rate_never_leaves_non_finite_parameters():
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_huge_learning_rate_never_leaves_non_finite_parameters(device):
     spec = spec_of(target={"name": "checkerboard"}, layers=alternating("affine_coupling", 4, hidden=16),
                    training={"learning_rate": 10.0})
-    trainer = Trainer(spec)
+    trainer = Trainer(spec, device)
     diverged = None
     for _ in range(200):
         try:
@@ -145,7 +153,7 @@ def test_unknown_device_is_a_clear_error():
     assert available_devices()[0] == "cpu"
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@needs_cuda
 def test_cuda_training_matches_cpu():
     spec = spec_of(seed=1, target={"name": "moons"}, layers=alternating("spline_coupling", 2, hidden=16))
     cpu, cuda = Trainer(spec, "cpu"), Trainer(spec, "cuda")
@@ -153,6 +161,47 @@ def test_cuda_training_matches_cpu():
     losses_cuda = [cuda.step() for _ in range(5)]
     assert losses_cuda == pytest.approx(losses_cpu, rel=1e-3)
     assert cuda.evaluate().kl == pytest.approx(cpu.evaluate().kl, abs=1e-3)
+
+
+@needs_cuda
+@pytest.mark.parametrize("kind, clip", [("affine_coupling", 0.0), ("spline_coupling", 0.0), ("affine_coupling", 0.05)])
+def test_cuda_graph_steps_are_the_eager_steps(kind, clip):
+    spec = spec_of(seed=2, target={"name": "moons"}, layers=alternating(kind, 4, hidden=32),
+                   training={"grad_clip": clip, "batch_size": 256})
+    graphed, eager = Trainer(spec, "cuda"), Trainer(spec, "cuda", cuda_graph=False)
+    first = [[trainer.step() for _ in range(20)] for trainer in (graphed, eager)]
+    assert graphed.steps_as_graph and graphed.graph_refused is None and not eager.steps_as_graph
+    retuned = spec_of(seed=2, target={"name": "moons"}, layers=alternating(kind, 4, hidden=32),
+                      training={"grad_clip": clip, "batch_size": 128, "learning_rate": 3e-3})
+    for trainer in (graphed, eager):
+        trainer.retune(retuned)  # a new graph: another batch size and learning rate
+    then = [[trainer.step() for _ in range(20)] for trainer in (graphed, eager)]
+    assert graphed.steps_as_graph
+    assert first[0] == pytest.approx(first[1], rel=1e-5) and then[0] == pytest.approx(then[1], rel=1e-4)
+    assert graphed.last_grad_norm == pytest.approx(eager.last_grad_norm, rel=1e-3)
+    torch.testing.assert_close(graphed.flow.state_dict(), eager.flow.state_dict(), rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(graphed.training_state()["adam"], eager.training_state()["adam"], rtol=1e-3, atol=1e-6)
+
+
+@needs_cuda
+def test_a_step_that_cannot_be_a_cuda_graph_is_taken_eagerly():
+    # A planar layer's density inverts it iteratively, asking the device whether it has converged.
+    spec = spec_of(target={"name": "moons"}, layers=[{"type": "planar"}] * 3)
+    trainer, eager = Trainer(spec, "cuda"), Trainer(spec, "cuda", cuda_graph=False)
+    losses = [[t.step() for _ in range(5)] for t in (trainer, eager)]
+    assert not trainer.steps_as_graph and trainer.graph_refused
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+@needs_cuda
+def test_a_cuda_graph_trainer_carries_on_from_a_kept_state():
+    spec = spec_of(seed=3, target={"name": "8gaussians"}, layers=alternating("affine_coupling", 2, hidden=16))
+    trained = Trainer(spec, "cuda")
+    trained.run(10)
+    again = Trainer(spec, "cuda")
+    again.step()  # (captured with moments that loading replaces)
+    again.load_training_state(trained.training_state())
+    assert [again.step() for _ in range(3)] == pytest.approx([trained.step() for _ in range(3)], rel=1e-5)
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on a CPU needs g++")

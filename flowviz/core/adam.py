@@ -107,6 +107,18 @@ class Adam:
         steps = {float(self.state[p]["step"]) if p in self.state else None for p in self.parameters}
         self._in_step = len(steps) == 1
 
+    def takes_one_kernel(self) -> bool:
+        """Whether `step(flat_grad)` updates every weight with one fused kernel (the weights are one
+        vector, and every parameter has taken the same number of steps)."""
+        return self._flat is not None and self.fused and self._in_step
+
+    def moments(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The first moments, second moments and step counts, each one vector (made now, at step 0,
+        where they are not yet): for an optimiser that `takes_one_kernel`."""
+        for index, parameter in enumerate(self.parameters):
+            self._started(index, parameter)
+        return self._moments
+
     def _started(self, index: int, parameter: Tensor) -> dict[str, Tensor]:
         """p's moments, made (zero, at step 0) if it has none yet."""
         moments = self.state.get(parameter)

@@ -46,6 +46,7 @@ from flowviz.core.build import build_flow, build_target
 from flowviz.core.devices import resolve_device
 from flowviz.core.diagnostics import forward_ess, importance, kl_by_depth
 from flowviz.core.flow import Flow
+from flowviz.core.graphed import GraphedStep
 from flowviz.core.spec import ExperimentSpec
 
 
@@ -177,7 +178,10 @@ class Trainer:
     """Owns one experiment's model, optimiser, random streams and history (the loss of every step,
     `losses[i]` being step i + 1's, and every evaluation). Not shared across sessions."""
 
-    def __init__(self, spec: ExperimentSpec, device: str = "cpu", flow: Flow | None = None, compile: bool = False):
+    def __init__(self, spec: ExperimentSpec, device: str = "cpu", flow: Flow | None = None, compile: bool = False,
+                 cuda_graph: bool = True):
+        """`cuda_graph`: on a CUDA device, take maximum-likelihood steps as one CUDA graph where the
+        layers allow it (`graphed.py`: the same kernels, without launching each)."""
         self.spec = spec
         self.device = resolve_device(device)
         self.flow = (flow if flow is not None else build_flow(spec)).to(self.device)
@@ -212,6 +216,9 @@ class Trainer:
         else:
             self._snapshot = _Snapshot(list(self.flow.buffers()), self._flat)
         self._last_input: Tensor | None = None
+        self._graphs = cuda_graph and self.device.type == "cuda" and not compile
+        self._graphed: GraphedStep | None = None
+        self.graph_refused: str | None = None  # why steps are not a CUDA graph here, once one was tried
         self._initialize()
 
     def adopt_history(self, previous: Trainer) -> None:
@@ -307,6 +314,7 @@ class Trainer:
         self.flow.load_state_dict(flow)
         if self.optimizer is not None:
             self.optimizer.load(adam)
+            self._graphed = None  # (it wrote the moments it was captured with, which `load` replaced)
         self.generator.set_state(generator)
         self.step_count = int(step)
         self.losses = losses.tolist()
@@ -356,6 +364,10 @@ class Trainer:
         """One optimiser step; returns the loss. Raises TrainingDiverged (model restored)."""
         if not self.flow.training:  # (a walk over every module: 8% of a small flow's step, were it done each step)
             self.flow.train()
+        if self._graphs and self.objective == "forward_kl" and self.optimizer is not None:
+            graphed = self._graphed_step()
+            if graphed is not None:
+                return graphed
         self._snapshot.save()
         loss = self._loss()
         if not torch.isfinite(loss):
@@ -379,9 +391,48 @@ class Trainer:
             raise self._reject(Stage.PARAMETERS)
         return self._record(loss)
 
-    def _record(self, loss: Tensor) -> float:
+    @property
+    def steps_as_graph(self) -> bool:
+        """Whether its steps are replays of one CUDA graph (`graphed.py`); see `graph_refused` for why not."""
+        return self._graphed is not None
+
+    def _graphed_step(self) -> float | None:
+        """The step as a CUDA graph (captured at the first step and again when the batch size,
+        learning rate or clipping changes); None where it cannot be one (the eager step then runs)."""
+        stream = self.generator.get_state()
+        x = self.target.sample(self.settings.batch_size, self.generator).to(self.device)
+        key = (tuple(x.shape), self.optimizer.lr, self.settings.grad_clip)
+        if self._graphed is None or self._graphed.key != key:
+            self._graphed = None
+            self._snapshot.save()  # (the capture's warm-up passes move BatchNorm's running statistics)
+            try:
+                self._graphed = GraphedStep(lambda batch: -self.flow.log_prob(batch).mean(), self._parameters,
+                                            self._flat, self.optimizer, x, self.settings.grad_clip)
+            except Exception as error:  # noqa: BLE001 - any layer the capture refuses trains eagerly
+                self._graphs, self.graph_refused = False, f"{type(error).__name__}: {error}"
+                torch.cuda.synchronize(self.device)
+                self.generator.set_state(stream)  # (the eager step draws this batch again)
+                return None
+            finally:
+                self._snapshot.restore()
+        self._snapshot.save()
+        loss, norm, finite = self._graphed(x)
+        self._last_input = self._graphed.input
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            # The eager step rejects these before its update: undo the graph's before looking for the culprit.
+            self._snapshot.restore()
+            self._graphed.restore_moments()
+            raise self._reject(Stage.LOSS if not math.isfinite(loss) else Stage.GRADIENT)
+        self.last_grad_norm = norm
+        if not finite:
+            self.optimizer.reset()
+            self._graphed = None  # (captured with the moments `reset` forgot)
+            raise self._reject(Stage.PARAMETERS)
+        return self._record(loss)
+
+    def _record(self, loss: Tensor | float) -> float:
         self.step_count += 1
-        value = loss.item()
+        value = loss if isinstance(loss, float) else loss.item()
         self.losses.append(value)
         return value
 
