@@ -8,7 +8,8 @@
 # 1. the CUDA tests (pytest -k cuda: every layer on cuda computes the CPU's points and log-dets, and
 #    training on cuda matches the CPU),
 # 2. `flowviz train --device cuda` on three presets (500 steps each), with the CLI's JSON lines,
-# 3. the grid benchmark on cuda (bench/grid.py --device "$DEVICE"),
+# 3. training steps as a CUDA graph against eager steps (bench/cuda_steps.py), and the grid benchmark
+#    on cuda (bench/grid.py --device "$DEVICE"),
 # 4. two presets trained on the same machine's CPU, and a CUDA step profiled (bench/cuda_profile.py),
 # 5. a live session on cuda on the same three presets (bench/gpu_live.py: train, render, compare a frame
 #    with the CPU's).
@@ -44,6 +45,7 @@ run tests 180 "$PY" -m pytest -q -p no:cacheprovider tests/test_layers.py tests/
 for preset in realnvp-moons spline-8gaussians planar-u1-k8; do
   run "train-$preset" 120 "$PY" -m flowviz train "presets/$preset.json" --device "$DEVICE" --steps 500 --quiet
 done
+run graphs 150 "$PY" bench/cuda_steps.py --device "$DEVICE"
 run grid 120 "$PY" bench/grid.py --device "$DEVICE" --repeats 5
 for preset in realnvp-moons spline-8gaussians; do  # the same machine's CPU, and where a CUDA step's time goes
   run "train-cpu-$preset" 120 "$PY" -m flowviz train "presets/$preset.json" --device cpu --steps 500 --quiet
