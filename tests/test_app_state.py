@@ -979,6 +979,6 @@ def test_the_device_picker_says_what_a_gpu_speeds_up_where_there_is_one(monkeypa
         assert cards.TrainingCard(state).device.description is None  # nothing to choose: nothing to say
         monkeypatch.setattr(cards, "available_devices", lambda: ["cpu", "cuda:0"])
         picker = cards.TrainingCard(state).device
-        assert picker.options == ["cpu", "cuda:0"] and "trains slower there" in picker.description
+        assert picker.options == ["cpu", "cuda:0"] and "one CUDA graph" in picker.description
     finally:
         state.close()

@@ -170,9 +170,12 @@ class BaseCard(StateView):
         return pn.Card(self.select, self.learnable, self.form_holder, self.by_hand, title="Base distribution", **CARD)
 
 
-# Measured on an H200 (docs/benchmarks.md, CUDA): the grid 16x faster at 256², training 1.6x slower.
-DEVICE_HINT = ("On a GPU the views are much faster at high resolutions, but a small 2-D flow often trains "
-               "slower there than on the CPU: each step is hundreds of tiny kernels, each launched from Python.")
+# Measured on an H200 (docs/benchmarks.md, CUDA): the grid 16x faster at 256²; a maximum-likelihood step as
+# one CUDA graph 5-6x the same machine's 16-core CPU, an eager step 1.6x slower than it.
+DEVICE_HINT = ("On a GPU the views are much faster at high resolutions, and training on target samples runs "
+               "each step as one CUDA graph: several times the CPU's steps. Reverse KL, flow matching and "
+               "layers inverted by iteration (planar, Sylvester, i-ResNet) step kernel by kernel "
+               "there, often slower than on the CPU.")
 
 
 class TrainingCard(StateView):
