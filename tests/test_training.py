@@ -184,6 +184,21 @@ def test_cuda_graph_steps_are_the_eager_steps(kind, clip):
 
 
 @needs_cuda
+def test_reverse_kl_steps_as_a_cuda_graph_are_the_eager_steps():
+    # A fixed base's samples are drawn outside the graph, and the annealed β is read from a tensor.
+    def spec(learnable: bool) -> ExperimentSpec:
+        return spec_of(seed=1, target={"name": "u1"}, layers=[{"type": "planar"}] * 4,
+                       base={"name": "diagonal_normal", "learnable": learnable},
+                       training={"objective": "reverse_kl", "anneal_steps": 10, "learning_rate": 1e-2})
+    graphed, eager = Trainer(spec(False), "cuda"), Trainer(spec(False), "cuda", cuda_graph=False)
+    losses = [[t.step() for _ in range(20)] for t in (graphed, eager)]
+    assert graphed.steps_as_graph and losses[0] == pytest.approx(losses[1], rel=1e-5)
+    learning_base = Trainer(spec(True), "cuda")  # its samples carry the weights it learns: eager steps
+    learning_base.run(3)
+    assert not learning_base.steps_as_graph and learning_base.graph_refused is None
+
+
+@needs_cuda
 def test_a_step_that_cannot_be_a_cuda_graph_is_taken_eagerly():
     # A planar layer's density inverts it iteratively, asking the device whether it has converged.
     spec = spec_of(target={"name": "moons"}, layers=[{"type": "planar"}] * 3)

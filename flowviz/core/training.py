@@ -218,6 +218,7 @@ class Trainer:
         self._last_input: Tensor | None = None
         self._graphs = cuda_graph and self.device.type == "cuda" and not compile
         self._graphed: GraphedStep | None = None
+        self._beta = torch.ones((), device=self.device)  # reverse KL's inverse temperature, for a graph to read
         self.graph_refused: str | None = None  # why steps are not a CUDA graph here, once one was tried
         self._initialize()
 
@@ -364,7 +365,8 @@ class Trainer:
         """One optimiser step; returns the loss. Raises TrainingDiverged (model restored)."""
         if not self.flow.training:  # (a walk over every module: 8% of a small flow's step, were it done each step)
             self.flow.train()
-        if self._graphs and self.objective == "forward_kl" and self.optimizer is not None:
+        if self._graphs and self.optimizer is not None and (
+                self.objective == "forward_kl" or (self.objective == "reverse_kl" and not self.flow.base.learnable)):
             graphed = self._graphed_step()
             if graphed is not None:
                 return graphed
@@ -398,16 +400,23 @@ class Trainer:
 
     def _graphed_step(self) -> float | None:
         """The step as a CUDA graph (captured at the first step and again when the batch size,
-        learning rate or clipping changes); None where it cannot be one (the eager step then runs)."""
+        learning rate or clipping changes); None where it cannot be one (the eager step then runs).
+        Its batch is drawn outside the graph: target samples (forward KL), or base samples (reverse
+        KL, from a fixed base, which has no weights in them to train)."""
         stream = self.generator.get_state()
-        x = self.target.sample(self.settings.batch_size, self.generator).to(self.device)
-        key = (tuple(x.shape), self.optimizer.lr, self.settings.grad_clip)
+        n = self.settings.batch_size
+        if self.objective == "forward_kl":
+            batch = self.target.sample(n, self.generator).to(self.device)
+        else:
+            batch = self.flow.base.sample(n, self.generator)
+            self._beta.fill_(self.inverse_temperature())
+        key = (tuple(batch.shape), self.optimizer.lr, self.settings.grad_clip)
         if self._graphed is None or self._graphed.key != key:
             self._graphed = None
             self._snapshot.save()  # (the capture's warm-up passes move BatchNorm's running statistics)
             try:
-                self._graphed = GraphedStep(lambda batch: -self.flow.log_prob(batch).mean(), self._parameters,
-                                            self._flat, self.optimizer, x, self.settings.grad_clip)
+                self._graphed = GraphedStep(self._graph_loss, self._parameters, self._flat, self.optimizer, batch,
+                                            self.settings.grad_clip)
             except Exception as error:  # noqa: BLE001 - any layer the capture refuses trains eagerly
                 self._graphs, self.graph_refused = False, f"{type(error).__name__}: {error}"
                 torch.cuda.synchronize(self.device)
@@ -416,7 +425,7 @@ class Trainer:
             finally:
                 self._snapshot.restore()
         self._snapshot.save()
-        loss, norm, finite = self._graphed(x)
+        loss, norm, finite = self._graphed(batch)
         self._last_input = self._graphed.input
         if not (math.isfinite(loss) and math.isfinite(norm)):
             # The eager step rejects these before its update: undo the graph's before looking for the culprit.
@@ -429,6 +438,13 @@ class Trainer:
             self._graphed = None  # (captured with the moments `reset` forgot)
             raise self._reject(Stage.PARAMETERS)
         return self._record(loss)
+
+    def _graph_loss(self, batch: Tensor) -> Tensor:
+        """`_loss` on a batch drawn outside it, as a graph replays it (β from a tensor the step fills)."""
+        if self.objective == "forward_kl":
+            return -self.flow.log_prob(batch).mean()
+        x, ladj = self.flow.forward(batch)
+        return (self.flow.base.log_prob(batch) - ladj + self._beta * self.target.energy(x)).mean()
 
     def _record(self, loss: Tensor | float) -> float:
         self.step_count += 1

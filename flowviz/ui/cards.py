@@ -172,10 +172,10 @@ class BaseCard(StateView):
 
 # Measured on an H200 (docs/benchmarks.md, CUDA): the grid 16x faster at 256²; a maximum-likelihood step as
 # one CUDA graph 5-6x the same machine's 16-core CPU, an eager step 1.6x slower than it.
-DEVICE_HINT = ("On a GPU the views are much faster at high resolutions, and training on target samples runs "
-               "each step as one CUDA graph: several times the CPU's steps. Reverse KL, flow matching and "
-               "layers inverted by iteration (planar, Sylvester, i-ResNet) step kernel by kernel "
-               "there, often slower than on the CPU.")
+DEVICE_HINT = ("On a GPU the views are much faster at high resolutions, and training runs each step as one "
+               "CUDA graph: several times the CPU's steps. Flow matching, a learnable base under reverse KL, "
+               "and, on target samples, layers inverted by iteration (planar, Sylvester, i-ResNet) step "
+               "kernel by kernel there, often slower than on the CPU.")
 
 
 class TrainingCard(StateView):
