@@ -6,7 +6,7 @@
 #   DEVICE=cpu bash bench/gpu_check.sh  # the harness itself, on a machine without one
 #
 # 1. the CUDA tests (pytest -k cuda: every layer on cuda computes the CPU's points and log-dets, and
-#    training on cuda matches the CPU),
+#    training on cuda matches the CPU, its CUDA-graph steps the eager ones),
 # 2. `flowviz train --device cuda` on three presets (500 steps each), with the CLI's JSON lines,
 # 3. training steps as a CUDA graph against eager steps (bench/cuda_steps.py), and the grid benchmark
 #    on cuda (bench/grid.py --device "$DEVICE"),
