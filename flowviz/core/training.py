@@ -220,6 +220,7 @@ class Trainer:
         self._graphed: GraphedStep | None = None
         self._beta = torch.ones((), device=self.device)  # reverse KL's inverse temperature, for a graph to read
         self.graph_refused: str | None = None  # why steps are not a CUDA graph here, once one was tried
+        self.steps_as_graph = False  # whether the last step replayed a CUDA graph (`graphed.py`)
         self._initialize()
 
     def adopt_history(self, previous: Trainer) -> None:
@@ -365,10 +366,11 @@ class Trainer:
         """One optimiser step; returns the loss. Raises TrainingDiverged (model restored)."""
         if not self.flow.training:  # (a walk over every module: 8% of a small flow's step, were it done each step)
             self.flow.train()
-        if self._graphs and self.optimizer is not None and (
-                self.objective == "forward_kl" or (self.objective == "reverse_kl" and not self.flow.base.learnable)):
+        self.steps_as_graph = False
+        if self._graphs and self._graph_fits():
             graphed = self._graphed_step()
             if graphed is not None:
+                self.steps_as_graph = True
                 return graphed
         self._snapshot.save()
         loss = self._loss()
@@ -393,10 +395,12 @@ class Trainer:
             raise self._reject(Stage.PARAMETERS)
         return self._record(loss)
 
-    @property
-    def steps_as_graph(self) -> bool:
-        """Whether its steps are replays of one CUDA graph (`graphed.py`); see `graph_refused` for why not."""
-        return self._graphed is not None
+    def _graph_fits(self) -> bool:
+        """Whether this step can be the graph: an objective whose batch is drawn outside it, every layer
+        switched on (the app switches one off in place, which changes what a step computes), and Adam
+        updating every weight as one vector (not so once a layer has missed steps: its counts lag)."""
+        return (self.optimizer is not None and all(self.flow.enabled) and self.optimizer.takes_one_kernel() and (
+            self.objective == "forward_kl" or (self.objective == "reverse_kl" and not self.flow.base.learnable)))
 
     def _graphed_step(self) -> float | None:
         """The step as a CUDA graph (captured at the first step and again when the batch size,
