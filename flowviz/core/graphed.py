@@ -1,4 +1,4 @@
-"""A maximum-likelihood training step on a CUDA device, replayed as one CUDA graph.
+"""A training step on a CUDA device, replayed as one CUDA graph.
 
 A small 2-D flow's step on a GPU is bound by launching its kernels, not by running them: realnvp-moons
 launched 475 kernels a step, took 11.5 ms, and kept an H200 busy for 0.9 ms of it (docs/benchmarks.md,
@@ -10,7 +10,8 @@ The graph replays the kernels the eager step runs, on the same memory: the batch
 fixed input tensor, the gradients, loss and norm land in fixed tensors. It bakes in what it read when
 captured: the batch size, learning rate and clipping threshold (`key`), Adam's moment tensors, and the
 layers' code path. A trainer makes a new one when one of those changes, and steps eagerly where a
-layer cannot be captured (one that asks the host for a value mid-step, as an iterative inverse does).
+layer cannot be captured (one that asks the host for a value mid-step, as an iterative inverse does)
+and while a layer is switched off (training.py's `Trainer._graph_fits`).
 """
 
 from __future__ import annotations

@@ -180,8 +180,9 @@ class Trainer:
 
     def __init__(self, spec: ExperimentSpec, device: str = "cpu", flow: Flow | None = None, compile: bool = False,
                  cuda_graph: bool = True):
-        """`cuda_graph`: on a CUDA device, take maximum-likelihood steps as one CUDA graph where the
-        layers allow it (`graphed.py`: the same kernels, without launching each)."""
+        """`cuda_graph`: on a CUDA device, take each step (forward KL, or reverse KL from a fixed base)
+        as one CUDA graph where the layers allow it (`graphed.py`: the same kernels, without launching
+        each)."""
         self.spec = spec
         self.device = resolve_device(device)
         self.flow = (flow if flow is not None else build_flow(spec)).to(self.device)
@@ -407,7 +408,7 @@ class Trainer:
         learning rate or clipping changes); None where it cannot be one (the eager step then runs).
         Its batch is drawn outside the graph: target samples (forward KL), or base samples (reverse
         KL, from a fixed base, which has no weights in them to train)."""
-        stream = self.generator.get_state()
+        drawn_from = self.generator.get_state()
         n = self.settings.batch_size
         if self.objective == "forward_kl":
             batch = self.target.sample(n, self.generator).to(self.device)
@@ -424,7 +425,7 @@ class Trainer:
             except Exception as error:  # noqa: BLE001 - any layer the capture refuses trains eagerly
                 self._graphs, self.graph_refused = False, f"{type(error).__name__}: {error}"
                 torch.cuda.synchronize(self.device)
-                self.generator.set_state(stream)  # (the eager step draws this batch again)
+                self.generator.set_state(drawn_from)  # (the eager step draws this batch again)
                 return None
             finally:
                 self._snapshot.restore()
