@@ -332,18 +332,27 @@ class Trainer:
             self._loss(eager=True)  # a no-grad call would cost a second compile
 
     def _loss(self, eager: bool = False) -> Tensor:
-        log_prob, push = (self.flow.log_prob, self.flow.forward) if eager else (self._log_prob, self._push)
-        n = self.settings.batch_size
         if self.objective == "flow_matching":
-            return self._flow_matching_loss(n)
+            return self._flow_matching_loss(self.settings.batch_size)
+        batch = self._draw()
+        self._last_input = batch
+        return self._loss_on(batch, self.inverse_temperature(), eager)
+
+    def _draw(self) -> Tensor:
+        """A step's batch: target samples (forward KL) or base samples (reverse KL)."""
+        n = self.settings.batch_size
         if self.objective == "forward_kl":
-            x = self.target.sample(n, self.generator).to(self.device)
-            self._last_input = x
-            return -log_prob(x).mean()
-        z = self.flow.base.sample(n, self.generator)
-        self._last_input = z
-        x, ladj = push(z)
-        return (self.flow.base.log_prob(z) - ladj + self.inverse_temperature() * self.target.energy(x)).mean()
+            return self.target.sample(n, self.generator).to(self.device)
+        return self.flow.base.sample(n, self.generator)
+
+    def _loss_on(self, batch: Tensor, beta: float | Tensor, eager: bool = False) -> Tensor:
+        """The loss of a batch `_draw` made; β weighs the energy under reverse KL (a tensor in a CUDA
+        graph, which the step fills before each replay)."""
+        log_prob, push = (self.flow.log_prob, self.flow.forward) if eager else (self._log_prob, self._push)
+        if self.objective == "forward_kl":
+            return -log_prob(batch).mean()
+        x, ladj = push(batch)
+        return (self.flow.base.log_prob(batch) - ladj + beta * self.target.energy(x)).mean()
 
     def _flow_matching_loss(self, n: int) -> Tensor:
         x1 = self.target.sample(n, self.generator).to(self.device)
@@ -409,19 +418,16 @@ class Trainer:
         Its batch is drawn outside the graph: target samples (forward KL), or base samples (reverse
         KL, from a fixed base, which has no weights in them to train)."""
         drawn_from = self.generator.get_state()
-        n = self.settings.batch_size
-        if self.objective == "forward_kl":
-            batch = self.target.sample(n, self.generator).to(self.device)
-        else:
-            batch = self.flow.base.sample(n, self.generator)
+        batch = self._draw()
+        if self.objective == "reverse_kl":
             self._beta.fill_(self.inverse_temperature())
         key = (tuple(batch.shape), self.optimizer.lr, self.settings.grad_clip)
         if self._graphed is None or self._graphed.key != key:
             self._graphed = None
             self._snapshot.save()  # (the capture's warm-up passes move BatchNorm's running statistics)
             try:
-                self._graphed = GraphedStep(self._graph_loss, self._parameters, self._flat, self.optimizer, batch,
-                                            self.settings.grad_clip)
+                self._graphed = GraphedStep(lambda drawn: self._loss_on(drawn, self._beta, eager=True), self._parameters,
+                                            self._flat, self.optimizer, batch, self.settings.grad_clip)
             except Exception as error:  # noqa: BLE001 - any layer the capture refuses trains eagerly
                 self._graphs, self.graph_refused = False, f"{type(error).__name__}: {error}"
                 torch.cuda.synchronize(self.device)
@@ -443,13 +449,6 @@ class Trainer:
             self._graphed = None  # (captured with the moments `reset` forgot)
             raise self._reject(Stage.PARAMETERS)
         return self._record(loss)
-
-    def _graph_loss(self, batch: Tensor) -> Tensor:
-        """`_loss` on a batch drawn outside it, as a graph replays it (β from a tensor the step fills)."""
-        if self.objective == "forward_kl":
-            return -self.flow.log_prob(batch).mean()
-        x, ladj = self.flow.forward(batch)
-        return (self.flow.base.log_prob(batch) - ladj + self._beta * self.target.energy(x)).mean()
 
     def _record(self, loss: Tensor | float) -> float:
         self.step_count += 1
